@@ -1,0 +1,1 @@
+"""Client side: the dcs CLI, the process supervisor, helpers over pytango."""

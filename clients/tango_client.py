@@ -1,0 +1,212 @@
+"""Thin helpers over pytango for the CLI, the dashboard and scripts: read, write, run, watch.
+
+Values typed on a command line are converted to the attribute's or
+command's Tango type here, and Tango errors become one readable sentence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tango
+
+NUMERIC_INT = {
+    tango.CmdArgType.DevShort, tango.CmdArgType.DevLong, tango.CmdArgType.DevLong64,
+    tango.CmdArgType.DevUShort, tango.CmdArgType.DevULong, tango.CmdArgType.DevULong64,
+    tango.CmdArgType.DevUChar,
+}  # fmt: skip
+NUMERIC_FLOAT = {tango.CmdArgType.DevFloat, tango.CmdArgType.DevDouble}
+
+
+class ClientError(Exception):
+    """A request that failed; the message is meant for the person who typed it."""
+
+
+@dataclass
+class Reading:
+    """An attribute value as the CLI shows it."""
+
+    device: str
+    attribute: str
+    value: Any
+    quality: str
+    time: float
+    unit: str = ""
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        value = self.value.tolist() if isinstance(self.value, np.ndarray) else self.value
+        if isinstance(value, tango.DevState):
+            value = str(value)
+        return {
+            "device": self.device, "attribute": self.attribute, "value": value,
+            "quality": self.quality, "time": self.time, "unit": self.unit, "error": self.error,
+        }  # fmt: skip
+
+
+def error_text(exc: tango.DevFailed) -> str:
+    """The most specific description in a DevFailed, with its reason."""
+    first = exc.args[0]
+    return f"{first.desc.strip()} [{first.reason}]"
+
+
+def split_attribute(full: str) -> tuple[str, str]:
+    """``domain/family/member/Attribute`` into device and attribute names."""
+    parts = full.strip("/").split("/")
+    if len(parts) != 4:
+        raise ClientError(f"{full!r} is not device/attribute (domain/family/member/Attribute)")
+    return "/".join(parts[:3]), parts[3]
+
+
+def proxy(device: str, timeout: float = 3.0) -> tango.DeviceProxy:
+    try:
+        dev = tango.DeviceProxy(device)
+        dev.set_timeout_millis(int(timeout * 1000))
+    except tango.DevFailed as exc:
+        raise ClientError(f"{device}: {error_text(exc)}") from exc
+    return dev
+
+
+def _quality(q: tango.AttrQuality) -> str:
+    return str(q).removeprefix("ATTR_")
+
+
+def read(full: str) -> Reading:
+    device, name = split_attribute(full)
+    dev = proxy(device)
+    try:
+        value = dev.read_attribute(name)
+        unit = dev.get_attribute_config(name).unit
+    except tango.DevFailed as exc:
+        raise ClientError(f"{device}: cannot read {name}: {error_text(exc)}") from exc
+    return _reading(device, name, value, "" if unit == "No unit" else unit)
+
+
+def _reading(device: str, name: str, value: tango.DeviceAttribute, unit: str) -> Reading:
+    invalid = value.quality == tango.AttrQuality.ATTR_INVALID
+    return Reading(
+        device=device,
+        attribute=value.name or name,
+        value=None if invalid else value.value,
+        quality=_quality(value.quality),
+        time=value.time.totime(),
+        unit=unit,
+    )
+
+
+def convert(text: str, data_type: tango.CmdArgType, spectrum: bool = False) -> Any:
+    """Command-line text as a value of ``data_type`` (comma-separated for a spectrum)."""
+    if spectrum:
+        return [convert(part.strip(), data_type) for part in text.split(",")]
+    try:
+        if data_type in NUMERIC_INT:
+            return int(text, 0)
+        if data_type in NUMERIC_FLOAT:
+            return float(text)
+    except ValueError as exc:
+        raise ClientError(f"{text!r} is not a number") from exc
+    if data_type == tango.CmdArgType.DevBoolean:
+        lowered = text.lower()
+        if lowered in ("1", "true", "on", "yes"):
+            return True
+        if lowered in ("0", "false", "off", "no"):
+            return False
+        raise ClientError(f"{text!r} is not a boolean (use true/false, on/off or 1/0)")
+    return text
+
+
+def write(full: str, text: str) -> Reading:
+    device, name = split_attribute(full)
+    dev = proxy(device)
+    try:
+        info = dev.get_attribute_config(name)
+    except tango.DevFailed as exc:
+        raise ClientError(f"{device}: no attribute {name}: {error_text(exc)}") from exc
+    if info.writable == tango.AttrWriteType.READ:
+        raise ClientError(f"{device}/{name} is read-only")
+    value = convert(text, info.data_type, info.data_format == tango.AttrDataFormat.SPECTRUM)
+    try:
+        dev.write_attribute(name, value)
+        result = dev.read_attribute(name)
+    except tango.DevFailed as exc:
+        limits = ""
+        if exc.args[0].reason == "API_WAttrOutsideLimit":
+            limits = f" (allowed: {info.min_value} to {info.max_value} {'' if info.unit == 'No unit' else info.unit})".replace(" )", ")")
+        raise ClientError(f"{device}: write {name} = {text} refused: {error_text(exc)}{limits}") from exc
+    unit = "" if info.unit == "No unit" else info.unit
+    return _reading(device, name, result, unit)
+
+
+def run_command(device: str, name: str, text: str | None) -> Any:
+    dev = proxy(device, timeout=10.0)
+    try:
+        info = dev.command_query(name)
+    except tango.DevFailed as exc:
+        raise ClientError(f"{device}: no command {name}: {error_text(exc)}") from exc
+    argument = None
+    if info.in_type != tango.CmdArgType.DevVoid:
+        if text is None:
+            raise ClientError(f"{device}/{name} needs an argument ({info.in_type_desc or info.in_type})")
+        argument = convert(text, info.in_type)
+    try:
+        result = dev.command_inout(name, argument) if argument is not None else dev.command_inout(name)
+    except tango.DevFailed as exc:
+        raise ClientError(f"{device}: {name} failed: {error_text(exc)}") from exc
+    return result
+
+
+def watch(
+    fulls: list[str],
+    on_reading: Callable[[Reading], None],
+    count: int | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Subscribe to change events of each attribute and call ``on_reading`` per event.
+
+    Returns when ``count`` events have arrived or after ``timeout`` seconds
+    (Ctrl-C also stops it); returns the number of events seen.
+    """
+    seen = 0
+    subscriptions: list[tuple[tango.DeviceProxy, int]] = []
+
+    # Events name attributes in lower case; show them as the user typed them.
+    typed = {full.lower().strip("/"): split_attribute(full) for full in fulls}
+
+    def callback(event: tango.EventData) -> None:
+        nonlocal seen
+        plain = event.attr_name.split("//")[-1].split("/", 1)[-1].lower()
+        device, name = typed.get(plain) or split_attribute(plain)
+        if event.err:
+            on_reading(Reading(device, name, None, "ERROR", time.time(), error=event.errors[0].desc))
+        else:
+            reading = _reading(device, name, event.attr_value, "")
+            reading.attribute = name
+            on_reading(reading)
+        seen += 1
+
+    try:
+        for full in fulls:
+            device, name = split_attribute(full)
+            dev = proxy(device)
+            try:
+                subscriptions.append(
+                    (dev, dev.subscribe_event(name, tango.EventType.CHANGE_EVENT, callback))
+                )
+            except tango.DevFailed as exc:
+                raise ClientError(f"{device}: cannot watch {name}: {error_text(exc)}") from exc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (count is None or seen < count) and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for dev, event_id in subscriptions:
+            try:
+                dev.unsubscribe_event(event_id)
+            except tango.DevFailed:
+                pass
+    return seen

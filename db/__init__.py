@@ -1,0 +1,1 @@
+"""Persistence: the facility file, the Tango database (embedded or external)."""

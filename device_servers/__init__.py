@@ -1,0 +1,1 @@
+"""Tango device servers: one class per hardware kind (see device_servers/catalog.py)."""

@@ -1,0 +1,1 @@
+"""Detector control: text-protocol instruments (HV crates, data loggers, command-line tools)."""

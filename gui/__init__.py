@@ -1,0 +1,1 @@
+"""Operator interfaces: Taurus panels (gui/taurus) and, later, the web dashboard."""

@@ -1,0 +1,1 @@
+"""Taurus panels for DCS devices."""

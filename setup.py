@@ -1,0 +1,42 @@
+"""DCS: a Python control system on Tango Controls for experiments and observatories."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dcs",
+    version="0.1.0",
+    description="Tango-based control system: detector DAQ run control, robotic observatory, detector control",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.14",
+    packages=find_packages(include=["device_servers*", "clients*", "db*", "gui*", "simulators*"]),
+    include_package_data=True,
+    install_requires=[
+        "pytango>=10.0,<11",
+        "pyyaml>=6.0,<7",
+        "numpy>=1.26,<3",
+        "sqlalchemy>=2.0,<3",
+        "rich>=13,<15",
+        "pydantic>=2.6,<3",
+    ],
+    extras_require={
+        "gui": ["taurus>=5.2,<6", "pyqt5>=5.15,<5.16"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.2,<3",
+            "pytest-xdist>=3.5,<4",
+            "taurus>=5.2,<6",
+            "pyqt5>=5.15,<5.16",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "dcs=clients.cli:main",
+            "dcs-supervisor=clients.supervisor:main",
+            "TextDevice=device_servers.control.text_device:main",
+            "dcs-sim-hv=simulators.hv.server:main",
+            "dcs-sim-datalogger=simulators.tools.datalogger:main",
+        ]
+    },
+)

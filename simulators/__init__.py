@@ -1,0 +1,1 @@
+"""Simulated hardware for DCS: stand-ins for real devices and vendor tools."""

@@ -1,0 +1,1 @@
+"""Simulated vendor command-line utilities that DCS device servers wrap."""
