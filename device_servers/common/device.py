@@ -179,7 +179,9 @@ class DcsDevice(Device):
 
     def read_polled(self, attr: tango.Attribute) -> None:
         """fget of every polled attribute: the last reading, never a hardware call."""
-        reading = self._readings[attr.get_name()]
+        reading = self._readings.get(attr.get_name())
+        if reading is None:  # the attribute outlived its definition (Init after a bad protocol file)
+            raise device_error("DCS_NotPolled", f"{self.get_name()}: {attr.get_name()} is not served: {self.get_status()}", "read")
         attr.set_value_date_quality(reading.value, reading.timestamp, reading.quality)
 
     def hardware_call(self, operation: str, action: Callable[[], Any]) -> Any:
