@@ -112,6 +112,9 @@ class DcsDevice(Device):
             if self.link is not None:
                 self.link.close()
             self.link = None
+        for name in self._polls:  # static attributes read by the poller push events like dynamic ones
+            self.set_change_event(name, True, True)
+            self.set_archive_event(name, True, True)
         # The poller starts only now, so that it never pushes an event for an attribute not yet made.
         self._attributes_ready = True
         self._start_poller()
@@ -145,12 +148,6 @@ class DcsDevice(Device):
 
     def create_dynamic_attributes(self) -> None:
         """Add attributes known only at run time (from a protocol file, say)."""
-
-    def add_polled_attribute(self, attr: attribute, name: str) -> None:
-        """Add a dynamic attribute whose value comes from the poller, with change and archive events."""
-        self.add_attribute(attr)
-        self.set_change_event(name, True, True)
-        self.set_archive_event(name, True, True)
 
     def add_poll(self, poll: Poll) -> None:
         """Have the poller read ``poll`` from now on; its attribute reads the cache."""

@@ -83,7 +83,7 @@ class TextDevice(DcsDevice):
 
     def create_dynamic_attributes(self) -> None:
         for attr in self.attributes_by_name.values():
-            self.add_polled_attribute(self._tango_attribute(attr), attr.name)
+            self.add_attribute(self._tango_attribute(attr))
         if self.protocol is not None:
             for spec in self.protocol.commands:
                 self.add_command(self._tango_command(spec), True)
