@@ -20,13 +20,15 @@ setup(
         "pydantic>=2.6,<3",
     ],
     extras_require={
-        "gui": ["taurus>=5.2,<6", "pyqt5>=5.15,<5.16"],
+        # lxml: taurus.qt.qtgui.panel needs it and Taurus does not declare it.
+        "gui": ["taurus>=5.2,<6", "pyqt5>=5.15,<5.16", "lxml>=4.9,<7", "itango>=0.3,<1"],
         "test": [
             "pytest>=8,<10",
             "pytest-timeout>=2.2,<3",
             "pytest-xdist>=3.5,<4",
             "taurus>=5.2,<6",
             "pyqt5>=5.15,<5.16",
+            "lxml>=4.9,<7",
             "ruff>=0.5",
         ],
     },

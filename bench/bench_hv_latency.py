@@ -10,8 +10,9 @@ process through ``tango.DeviceProxy``:
     read  Ch00VMon      <->    read  Reading   (read-only float)
     write Ch00VSet      <->    write Value
 
-in rounds, DCS and bare interleaved (the order flips every round) so drift on
-the machine hits both alike. It also times a raw TCP request to the
+in rounds, DCS and bare interleaved call by call (DCS, bare, DCS, bare, ...;
+the order flips every round), so drift and bursts of load on the machine hit
+both alike. It also times a raw TCP request to the
 simulator (``VSET? 0``), because a DCS write is two simulator round trips
 (the write, then the read-back) on top of the Tango call.
 
@@ -70,6 +71,23 @@ def timed(action: Callable[[], Any], count: int, out: list[float]) -> None:
         out.append(time.perf_counter() - started)
 
 
+def timed_pairs(
+    actions: dict[str, Callable[[], Any]],
+    first: str,
+    second: str,
+    count: int,
+    out: dict[str, list[float]],
+    batch: int = 1,
+) -> None:
+    """Time ``count`` calls on each side, alternating every ``batch`` calls, so a burst of load hits both alike."""
+    done = 0
+    while done < count:
+        n = min(batch, count - done)
+        for side in (first, second):
+            timed(actions[side], n, out[side])
+        done += n
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import tango
 
@@ -114,10 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for round_no in range(args.rounds):
                     if time.monotonic() > deadline:
                         break
-                    order = ("dcs", "bare") if round_no % 2 == 0 else ("bare", "dcs")
+                    first, second = ("dcs", "bare") if round_no % 2 == 0 else ("bare", "dcs")
                     for op in actions:
-                        for side in order:
-                            timed(actions[op][side], args.per_round, samples[op][side])
+                        timed_pairs(actions[op], first, second, args.per_round, samples[op], args.batch)
                     timed(lambda: sim.query("VSET? 0"), args.per_round, sim_samples)
                     rounds_done += 1
                 # The setpoint really is what was written last (not only "no error").
@@ -145,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "hv_latency",
         "goal": {"ratio_dcs_over_bare_max": GOAL_RATIO},
-        "parameters": {"rounds": rounds_done, "per_round": args.per_round, "warmup": args.warmup},
+        "parameters": {"rounds": rounds_done, "per_round": args.per_round, "batch": args.batch, "warmup": args.warmup},
         "environment": common.environment(),
         "results": results,
         "simulator_round_trip_us": sim_stats,
@@ -177,7 +194,9 @@ def show(data: dict[str, Any]) -> None:
         rows,
     ))  # fmt: skip
     check = data["check"]
-    con.print(f"read-back check: last written {check['last_written']}, device reads {check['read_back']}: {'ok' if check['ok'] else 'MISMATCH'}")
+    con.print(
+        f"read-back check: last written {check['last_written']}, device reads {check['read_back']}: {'ok' if check['ok'] else 'MISMATCH'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,10 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Read/write latency of dcs/hv/sipm (Ch00VSet, Ch00VMon) against a bare pytango device, interleaved in rounds.",
         epilog="Starts its own facility in a temporary directory on free ports; nothing but 127.0.0.1 is contacted.",
     )
-    parser.add_argument("--rounds", type=int, default=30, help="rounds; each times every operation on both devices (default 30)")
+    parser.add_argument(
+        "--rounds", type=int, default=30, help="rounds; each times every operation on both devices (default 30)"
+    )
     parser.add_argument("--per-round", type=int, default=50, help="calls per operation, device and round (default 50)")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed calls per operation and device first (default 50)")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop starting new rounds after this long (default 120)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="calls on one device before switching to the other (default 1: call by call)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="untimed calls per operation and device first (default 50)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=120.0, help="stop starting new rounds after this long (default 120)"
+    )
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
     data = run(args)

@@ -321,4 +321,6 @@ def print_json(data: dict[str, Any]) -> None:
 def add_common_arguments(parser: Any) -> None:
     parser.add_argument("--json-file", type=Path, default=None, help="also write the results as JSON to this file")
     parser.add_argument("--no-json", action="store_true", help="do not print the JSON line after the table")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary facility directory (logs) for a look afterwards")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary facility directory (logs) for a look afterwards"
+    )

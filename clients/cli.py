@@ -106,7 +106,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  dcs status                      processes and devices\n"
         f"  dcs read {first}/State\n"
         f"  dcs watch {first}/Heartbeat\n"
-        f"  export TANGO_HOST={tango_host}   then itango, Jive or: taurus form {first}\n"
+        f"  export TANGO_HOST={tango_host}   then, for every Tango tool:\n"
+        f"    itango                        DeviceProxy('{first}').State()\n"
+        f"    taurus form {first}\n"
         f"  dcs logs NAME [-f]              a process's log (under {state.root / 'log'})\n"
         f"  dcs down                        stop everything"
     )

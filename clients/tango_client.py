@@ -130,8 +130,9 @@ def write(full: str, text: str) -> Reading:
         raise ClientError(f"{device}/{name} is read-only")
     value = convert(text, info.data_type, info.data_format == tango.AttrDataFormat.SPECTRUM)
     try:
+        written_at = time.time()
         dev.write_attribute(name, value)
-        result = dev.read_attribute(name)
+        result = _read_back(dev, name, written_at)
     except tango.DevFailed as exc:
         limits = ""
         if exc.args[0].reason == "API_WAttrOutsideLimit":
@@ -139,6 +140,16 @@ def write(full: str, text: str) -> Reading:
         raise ClientError(f"{device}: write {name} = {text} refused: {error_text(exc)}{limits}") from exc
     unit = "" if info.unit == "No unit" else info.unit
     return _reading(device, name, result, unit)
+
+
+def _read_back(dev: tango.DeviceProxy, name: str, written_at: float, wait: float = 1.0) -> tango.DeviceAttribute:
+    """The first reading taken after the write (devices read back from the hardware just after)."""
+    deadline = time.monotonic() + wait
+    result = dev.read_attribute(name)
+    while result.time.totime() < written_at and time.monotonic() < deadline:
+        time.sleep(0.005)
+        result = dev.read_attribute(name)
+    return result
 
 
 def run_command(device: str, name: str, text: str | None) -> Any:

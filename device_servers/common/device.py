@@ -57,7 +57,6 @@ class Poll:
     period: float
     read: Callable[[], Any]
     empty: Any = 0.0  # sent with INVALID readings, where Tango wants a value of the right type
-    fresh: Callable[[], Any] | None = None  # read bypassing what the poll cycle shares, for refresh()
     next_due: float = field(default=0.0)
 
 
@@ -164,16 +163,6 @@ class DcsDevice(Device):
                 self._polls[name].next_due = 0.0
         self._wake.set()
 
-    def refresh(self, name: str) -> None:
-        """Read one polled attribute now, from the calling thread, and publish it."""
-        poll = self._polls[name]
-        try:
-            value = (poll.fresh or poll.read)()
-        except ReplyError as exc:
-            self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, str(exc)))
-            raise
-        self._publish(poll, Reading(value, time.time()))
-
     def read_polled(self, attr: tango.Attribute) -> None:
         """fget of every polled attribute: the last reading, never a hardware call."""
         reading = self._readings.get(attr.get_name())
@@ -269,7 +258,10 @@ class DcsDevice(Device):
             return
         self.begin_poll_cycle()
         for poll in due:
-            poll.next_due = now + poll.period
+            # Keep to the period rather than drifting by each cycle's own duration; when behind (or
+            # asked to read early) start the schedule afresh instead of catching up in a burst.
+            scheduled = poll.next_due + poll.period
+            poll.next_due = scheduled if scheduled > now else now + poll.period
             try:
                 value = poll.read()
             except LinkError as exc:

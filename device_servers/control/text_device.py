@@ -75,7 +75,6 @@ class TextDevice(DcsDevice):
                     name=attr.name,
                     period=attr.spec.period or default_period,
                     read=lambda attr=attr: self._read(attr),
-                    fresh=lambda attr=attr: self._read_fresh(attr),
                     empty=attr.empty(),
                 )
             )
@@ -100,9 +99,6 @@ class TextDevice(DcsDevice):
     def _query(self, request: str) -> str:
         assert isinstance(self.link, QueryLink)
         return self.link.query(request)
-
-    def _read_fresh(self, attr: ProtocolAttribute) -> Any:
-        return attr.parse(self._query(attr.query), self._error_reply)
 
     def _read(self, attr: ProtocolAttribute) -> Any:
         reply = self._replies.get(attr.query)
@@ -168,8 +164,9 @@ class TextDevice(DcsDevice):
         self.hardware_call(
             f"write {attr.name} = {value!r}", lambda: self._expect(request, attr.spec.write_reply)
         )
-        # Read back at once, so the writer sees the hardware's answer rather than the previous reading.
-        self.hardware_call(f"read back {attr.name}", lambda: self.refresh(attr.name))
+        # The hardware acknowledged; the poller reads the value back next (within a millisecond or so),
+        # which keeps the request thread to one round trip.
+        self.poll_soon(attr.name)
 
     def _tango_command(self, spec: CommandSpec) -> command:
         # pytango calls a dynamic command's function with the argument only: close over the device.
@@ -200,7 +197,6 @@ class TextDevice(DcsDevice):
                 )
         request = spec.send.format(arg=argument)
         reply = self.hardware_call(f"{spec.name}({'' if argument is None else argument})", lambda: self._expect(request, spec.reply))
-        self.poll_soon(*self.attributes_by_name)
         return reply if spec.returns else "OK"
 
     @attribute(dtype=str, doc="What the instrument says it is (the reply to the protocol's identify request)")

@@ -37,9 +37,14 @@ def test_ramp_is_seen_as_a_series_of_change_events(hv: tango.DeviceProxy) -> Non
     assert hv.read_attribute("Ch00On").value is True
 
 
-def test_write_reads_back_at_once(hv: tango.DeviceProxy) -> None:
+def test_write_is_read_back_from_the_hardware_right_after(hv: tango.DeviceProxy, hv_simulator: HvSimulator) -> None:
+    written_at = time.time()
     hv.write_attribute("Ch05VSet", 12.5)
-    assert hv.read_attribute("Ch05VSet").value == pytest.approx(12.5)
+    assert hv_simulator.request("VSET? 5") == "12.500"  # acknowledged by the hardware before the write returned
+    reading = wait_for(
+        lambda: (r := hv.read_attribute("Ch05VSet")).time.totime() > written_at and r, timeout=2, what="read-back"
+    )
+    assert reading.value == pytest.approx(12.5)
     spectrum = hv.read_attribute("VMon").value
     assert len(spectrum) == 16
 

@@ -34,7 +34,7 @@ def test_command_line_tool_device(facility_dir: Facility) -> None:
     temperature = logger.read_attribute("T12")
     assert temperature.quality == tango.AttrQuality.ATTR_VALID and 15 < temperature.value < 30
     logger.write_attribute("ScanInterval", 42)
-    assert logger.read_attribute("ScanInterval").value == 42
+    wait_for(lambda: logger.read_attribute("ScanInterval").value == 42, what="the new interval read back")
     assert '42' in state.read_text()
 
 

@@ -46,8 +46,13 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 # --------------------------------------------------------------------- helpers
-def process_until(app: Any, condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Process Qt events until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+def process_until(
+    app: Any, condition: Callable[[], Any], timeout: float = 20.0, what: str | Callable[[], str] = "condition"
+) -> Any:
+    """Process Qt events until ``condition()`` is truthy; fail after ``timeout`` seconds.
+
+    ``what`` may be a function, called only on failure, so the message shows the state at the end.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -59,7 +64,8 @@ def process_until(app: Any, condition: Callable[[], Any], timeout: float = 20.0,
         except Exception as exc:  # a widget not attached yet, a device still starting
             last_error = exc
         time.sleep(0.01)  # let Taurus' event threads run; the loop itself is bounded by the deadline
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+    description = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout} s waiting for {description} (last error: {last_error})")
 
 
 def shown_number(text: str) -> float | None:
@@ -130,15 +136,20 @@ def test_taurus_form_shows_and_writes_hv_setpoint(qapp: Any, hv_facility: Any, h
     expected_vset = dev.read_attribute("Ch00VSet").value
     process_until(
         qapp,
-        lambda: (shown := shown_number(read_text(vset_row))) is not None and math.isclose(shown, expected_vset, abs_tol=5e-4),
-        what=f"the form to show Ch00VSet = {expected_vset} (shows {read_text(vset_row)!r})",
+        lambda: (
+            (shown := shown_number(read_text(vset_row))) is not None
+            and math.isclose(shown, expected_vset, abs_tol=5e-4)
+        ),
+        what=lambda: f"the form to show Ch00VSet = {expected_vset} (shows {read_text(vset_row)!r})",
     )
     # Ch00VMon moves while a channel ramps; with the channel off it stays at 0, but compare loosely anyway.
     process_until(
         qapp,
-        lambda: (shown := shown_number(read_text(vmon_row))) is not None
-        and math.isclose(shown, dev.read_attribute("Ch00VMon").value, abs_tol=0.05),
-        what=f"the form to show Ch00VMon (shows {read_text(vmon_row)!r})",
+        lambda: (
+            (shown := shown_number(read_text(vmon_row))) is not None
+            and math.isclose(shown, dev.read_attribute("Ch00VMon").value, abs_tol=0.05)
+        ),
+        what=lambda: f"the form to show Ch00VMon (shows {read_text(vmon_row)!r})",
     )
     assert vmon_row.writeWidget() is None, "Ch00VMon is read-only: the form must not offer a write widget"
 
@@ -146,7 +157,11 @@ def test_taurus_form_shows_and_writes_hv_setpoint(qapp: Any, hv_facility: Any, h
     # type a new value (it becomes a pending operation), then apply it with writeValue().
     target = 12.345 if not math.isclose(expected_vset, 12.345, abs_tol=1e-3) else 23.456
     writer = process_until(qapp, vset_row.writeWidget, what="the Ch00VSet write widget")
-    process_until(qapp, lambda: writer.getModelObj() is not None and writer.validator() is not None, what="the write widget to attach")
+    process_until(
+        qapp,
+        lambda: writer.getModelObj() is not None and writer.validator() is not None,
+        what="the write widget to attach",
+    )
     writer.setText(f"{target:.3f}")  # textChanged -> notifyValueChanged -> updatePendingOperations
     process_until(qapp, writer.hasPendingOperations, timeout=5, what="the typed setpoint to become a pending operation")
 
@@ -172,7 +187,12 @@ def test_taurus_form_shows_and_writes_hv_setpoint(qapp: Any, hv_facility: Any, h
     process_until(
         qapp,
         lambda: (shown := shown_number(read_text(vset_row))) is not None and math.isclose(shown, target, abs_tol=5e-4),
-        what=f"the form to show the new setpoint {target} (shows {read_text(vset_row)!r})",
+        what=lambda: f"the form to show the new setpoint {target} (shows {read_text(vset_row)!r})",
     )
     # The typed value stops being "pending" once Taurus' cached write value follows (an event or re-read).
-    process_until(qapp, lambda: not writer.hasPendingOperations(), timeout=10, what="the write widget to have no pending operation")
+    process_until(
+        qapp,
+        lambda: not writer.hasPendingOperations(),
+        timeout=10,
+        what="the write widget to have no pending operation",
+    )

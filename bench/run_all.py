@@ -1,0 +1,139 @@
+"""Run every benchmark, print a summary table and keep the figures in bench/results/<timestamp>.json.
+
+Each benchmark runs as its own process (``python bench/bench_X.py``), so one
+that fails does not take the others with it, and every one gets a fresh
+Tango client. Their own tables are printed as they go; the summary follows.
+
+    python bench/run_all.py [--only hv_latency events up] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+BENCHMARKS = {
+    "hv_latency": ("bench_hv_latency.py", [], ["--rounds", "10", "--per-round", "20"]),
+    "events": ("bench_events.py", [], ["--seconds", "4", "--bare-events", "20000"]),
+    "up": ("bench_up.py", [], []),
+}
+TIME_LIMIT_S = 600
+
+
+def run_one(name: str, quick: bool, keep: bool) -> dict[str, Any]:
+    script, normal, fast = BENCHMARKS[name]
+    with tempfile.TemporaryDirectory(prefix=f"dcs-bench-{name}-") as tmp:
+        out = Path(tmp) / "result.json"
+        argv = [
+            sys.executable,
+            str(common.BENCH / script),
+            "--no-json",
+            "--json-file",
+            str(out),
+            *(fast if quick else normal),
+        ]
+        if keep:
+            argv.append("--keep")
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(
+                argv, cwd=common.ROOT, env=common.project_env(), timeout=TIME_LIMIT_S, stdin=subprocess.DEVNULL
+            )
+            code: int | str = done.returncode
+        except subprocess.TimeoutExpired:
+            code = f"timed out after {TIME_LIMIT_S} s"
+        seconds = time.perf_counter() - started
+        if code == 0 and out.exists():
+            data = json.loads(out.read_text())
+            data["run_seconds"] = seconds
+            return data
+        return {"benchmark": name, "error": f"exit {code}", "run_seconds": seconds}
+
+
+def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    lat = results.get("hv_latency", {})
+    if "results" in lat:
+        goal = lat["goal"]["ratio_dcs_over_bare_max"]
+        for op, r in lat["results"].items():
+            rows.append([
+                "hv_latency", op, f"{r['dcs_us']['median']:.0f} µs (p95 {r['dcs_us']['p95']:.0f})",
+                f"{r['bare_us']['median']:.0f} µs (p95 {r['bare_us']['p95']:.0f})",
+                f"{r['ratio_median']:.2f}", f"ratio ≤ {goal}", "yes" if r["ratio_median"] <= goal else "no",
+            ])  # fmt: skip
+    ev = results.get("events", {})
+    if "results" in ev:
+        bare = ev["results"]["bare"]
+        rows.append([
+            "events", "bare PushEvents -> 1 subscriber", f"{bare['receive_rate_per_s']:,.0f} /s received",
+            f"{bare['push_rate_per_s']:,.0f} /s pushed", f"lost {bare['lost']} of {bare['pushed']}", "-", "-",
+        ])  # fmt: skip
+        for key in ("dcs_stock", "dcs_fast"):
+            r = ev["results"].get(key)
+            if r:
+                rows.append([
+                    "events", f"DCS 17 VMon attrs, poll {r['vmon_poll_period_s']:g} s", f"{r['receive_rate_per_s']:,.0f} /s received",
+                    f"{r['poll_cycles_per_s']:.1f} of {1 / r['vmon_poll_period_s']:.0f} polls/s",
+                    f"counts {r['per_attribute_counts']['min']}..{r['per_attribute_counts']['max']}, "
+                    f"missed {sum(r['missed_event_errors'].values())}", "-", "-",
+                ])  # fmt: skip
+    up = results.get("up", {})
+    if "results" in up:
+        goal = up["goal"]["up_s_max"]
+        for case, r in up["results"].items():
+            rows.append([
+                "up", f"dcs up demo: {case}", f"{r['wall_s_median']:.1f} s wall",
+                f"{r['reported_s_median']} s reported" if r["reported_s_median"] is not None else "-",
+                "-", f"≤ {goal:g} s", "yes" if r["within_goal"] else "no",
+            ])  # fmt: skip
+    for name, data in results.items():
+        if "error" in data:
+            rows.append([name, "FAILED", data["error"], "-", "-", "-", "-"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run bench_hv_latency, bench_events and bench_up; print a summary; write bench/results/<timestamp>.json.",
+    )
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS), help="run only these")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples and shorter windows (a smoke run, noisier figures)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep each benchmark's temporary facility directory")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON file to write (default bench/results/<timestamp>.json)"
+    )
+    args = parser.parse_args(argv)
+
+    stamp = common.now_stamp()
+    results: dict[str, Any] = {}
+    for name in args.only:
+        common.console().rule(f"[bold]{name}")
+        results[name] = run_one(name, args.quick, args.keep)
+
+    con = common.console()
+    con.rule("[bold]summary")
+    con.print(common.table(
+        "DCS benchmarks (DCS vs reference; no timing is asserted)",
+        ["benchmark", "measure", "DCS", "reference", "ratio / note", "goal", "met"],
+        summary_rows(results),
+    ))  # fmt: skip
+    output = args.output or common.RESULTS / f"{stamp}.json"
+    common.write_json(
+        {"timestamp": stamp, "quick": args.quick, "environment": common.environment(), "benchmarks": results}, output
+    )
+    con.print(f"results written to {output}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
