@@ -111,6 +111,7 @@ class DcsDevice(Device):
             if self.link is not None:
                 self.link.close()
             self.link = None
+            self._polls.clear()
         for name in self._polls:  # static attributes read by the poller push events like dynamic ones
             self.set_change_event(name, True, True)
             self.set_archive_event(name, True, True)
@@ -271,6 +272,9 @@ class DcsDevice(Device):
                 return
             except (ReplyError, CommandRefused) as exc:
                 self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, str(exc)))
+            except Exception as exc:  # a bug in one reader must not stop the poller (and the heartbeat)
+                log.exception("%s: reading %s failed", self.get_name(), poll.name)
+                self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, f"internal error: {exc!r}"))
             else:
                 self._publish(poll, Reading(value, time.time()))
         self._summarise_health()
