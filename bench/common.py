@@ -232,10 +232,17 @@ class BenchFacility:
 class BareServer:
     """``bench/bare_device.py`` registered in the facility's Tango database and run as its own process."""
 
-    def __init__(self, facility: BenchFacility, instance: str = "bench", device: str = BARE_DEVICE) -> None:
+    def __init__(
+        self,
+        facility: BenchFacility,
+        instance: str = "bench",
+        device: str = BARE_DEVICE,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
         self.facility = facility
         self.instance = instance
         self.device = device
+        self.properties = dict(properties or {})  # device properties, e.g. SimulatorPort for HardwareSetpoint
         self.server = f"BareDevice/{instance}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = facility.root / f"bare-{instance}.log"
@@ -253,6 +260,8 @@ class BareServer:
         info = tango.DbDevInfo()
         info.name, info._class, info.server = self.device, "BareDevice", self.server
         db.add_server(self.server, info, with_dserver=True)
+        if self.properties:
+            db.put_device_property(self.device, {k: [str(v)] for k, v in self.properties.items()})
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, str(BENCH / "bare_device.py"), self.instance],

@@ -64,10 +64,12 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
     if "results" in lat:
         goal = lat["goal"]["ratio_dcs_over_bare_max"]
         for op, r in lat["results"].items():
+            judged = r.get("judged", True)
             rows.append([
                 "hv_latency", op, f"{r['dcs_us']['median']:.0f} µs (p95 {r['dcs_us']['p95']:.0f})",
-                f"{r['bare_us']['median']:.0f} µs (p95 {r['bare_us']['p95']:.0f})",
-                f"{r['ratio_median']:.2f}", f"ratio ≤ {goal}", "yes" if r["ratio_median"] <= goal else "no",
+                f"{r['bare_us']['median']:.0f} µs (p95 {r['bare_us']['p95']:.0f}) {r.get('reference', 'bare')}",
+                f"{r['ratio_median']:.2f} (p95 {r['ratio_p95']:.2f})", f"ratio ≤ {goal}" if judged else "not judged",
+                ("yes" if r["ratio_median"] <= goal else "no") if judged else "-",
             ])  # fmt: skip
     ev = results.get("events", {})
     if "results" in ev:

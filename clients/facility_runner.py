@@ -21,6 +21,7 @@ from db.tango_db import (
     database_answers,
     embedded_database_command,
     is_local,
+    port_open,
     split_tango_host,
 )
 
@@ -55,6 +56,7 @@ def up(
     tango_host = resolve_tango_host(state)
     os.environ["TANGO_HOST"] = tango_host
     state.tango_host_file.write_text(tango_host)
+    _check_simulator_ports(facility, state)
     database = _embedded_database(tango_host, state, progress)
     _ensure_supervisor(state, progress)
     if database is not None and not database_answers(tango_host, 1.0):
@@ -81,6 +83,17 @@ def up(
         progress(f"waiting for {proc.name}" + (f" ({', '.join(proc.devices)})" if proc.devices else ""))
         _wait(lambda proc=proc: _process_state(state, proc.name) == "running", timeout, proc.name, state, proc)
     return changes
+
+
+def _check_simulator_ports(facility: Facility, state: StateDir) -> None:
+    """Refuse to start a simulator whose port another program holds: devices would talk to that program."""
+    ours = {p["name"] for p in state.status().get("processes", []) if p.get("pid")}
+    for name, sim in facility.simulators.items():
+        if sim.port and f"sim/{name}" not in ours and port_open(sim.host, sim.port, 0.2):
+            raise UpError(
+                f"simulator {name}: port {sim.host}:{sim.port} is already in use by another program; "
+                f"stop it or choose another port in the facility file"
+            )
 
 
 def _embedded_database(tango_host: str, state: StateDir, progress: Progress) -> ProcessSpec | None:

@@ -55,21 +55,27 @@ def project_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class HvSimulator:
-    """The HV crate simulator as a separate process on a TCP port the test controls."""
+class Simulator:
+    """A simulator module run as a separate process on a TCP port the test controls.
 
-    def __init__(self, port: int | None = None) -> None:
+    The module takes ``--port`` and prints a line containing "listening" once it accepts connections.
+    """
+
+    module = ""
+
+    def __init__(self, port: int | None = None, module: str | None = None) -> None:
+        self.module = module or self.module
         self.port = port or free_port()
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self) -> HvSimulator:
+    def start(self) -> Simulator:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulators.hv.server", "--port", str(self.port)],
+            [sys.executable, "-m", self.module, "--port", str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=project_env(), cwd=ROOT,
         )  # fmt: skip
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        assert "listening" in line, f"HV simulator did not start: {line!r}"
+        assert "listening" in line, f"{self.module} did not start: {line!r}"
         return self
 
     def kill(self) -> None:
@@ -88,6 +94,7 @@ class HvSimulator:
         self.process.send_signal(signal.SIGCONT)
 
     def request(self, line: str, timeout: float = 2.0) -> str:
+        """Send one line, return the reply line."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
             sock.sendall(line.encode() + b"\n")
             data = b""
@@ -97,6 +104,12 @@ class HvSimulator:
                     break
                 data += chunk
         return data.decode().strip()
+
+
+class HvSimulator(Simulator):
+    """The HV crate simulator (docs/hv-protocol.md)."""
+
+    module = "simulators.hv.server"
 
 
 @dataclass

@@ -164,12 +164,16 @@ class DcsDevice(Device):
                 self._polls[name].next_due = 0.0
         self._wake.set()
 
-    def read_polled(self, attr: tango.Attribute) -> None:
-        """fget of every polled attribute: the last reading, never a hardware call."""
-        reading = self._readings.get(attr.get_name())
+    def polled(self, name: str) -> tuple[Any, float, AttrQuality]:
+        """The last reading of ``name`` as (value, time, quality): what a static attribute's read returns."""
+        reading = self._readings.get(name)
         if reading is None:  # the attribute outlived its definition (Init after a bad protocol file)
-            raise device_error("DCS_NotPolled", f"{self.get_name()}: {attr.get_name()} is not served: {self.get_status()}", "read")
-        attr.set_value_date_quality(reading.value, reading.timestamp, reading.quality)
+            raise device_error("DCS_NotPolled", f"{self.get_name()}: {name} is not served: {self.get_status()}", "read")
+        return reading.value, reading.timestamp, reading.quality
+
+    def read_polled(self, attr: tango.Attribute) -> None:
+        """fget of dynamic polled attributes: the last reading, never a hardware call."""
+        attr.set_value_date_quality(*self.polled(attr.get_name()))
 
     def hardware_call(self, operation: str, action: Callable[[], Any]) -> Any:
         """Run a request to the hardware from a Tango thread, with errors that say what failed."""
@@ -219,28 +223,39 @@ class DcsDevice(Device):
         next_heartbeat = time.monotonic()
         next_connect = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._beat()
-                next_heartbeat = max(next_heartbeat + HEARTBEAT_PERIOD, now)
-            wake_at = next_heartbeat
-            link = self.link
-            if link is not None and not link.connected and now >= next_connect:
-                try:
-                    self._connect(link)
-                    backoff.reset()
-                except LinkError as exc:
-                    delay = backoff.next_delay()
-                    next_connect = now + delay
-                    self._hardware_lost(link, str(exc), delay)
-            if link is None or link.connected:
-                self._poll_due(now)
-                if self._polls:
-                    wake_at = min(wake_at, min(p.next_due for p in self._polls.values()))
-            else:
-                wake_at = min(wake_at, next_connect)
-            self._wake.wait(max(0.0, wake_at - time.monotonic()))
-            self._wake.clear()
+            try:
+                next_heartbeat, next_connect = self._poll_once(backoff, next_heartbeat, next_connect)
+            except Exception as exc:  # never let the poller (and the heartbeat) die silently
+                log.exception("%s: poller error", self.get_name())
+                self.set_condition(DevState.FAULT, f"{self.get_name()}: internal error in the poller: {exc!r} (retrying)")
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+    def _poll_once(self, backoff: Backoff, next_heartbeat: float, next_connect: float) -> tuple[float, float]:
+        """One turn of the poller: heartbeat, (re)connect, due reads, then sleep until the next thing to do."""
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            self._beat()
+            next_heartbeat = max(next_heartbeat + HEARTBEAT_PERIOD, now)
+        wake_at = next_heartbeat
+        link = self.link
+        if link is not None and not link.connected and now >= next_connect:
+            try:
+                self._connect(link)
+                backoff.reset()
+            except LinkError as exc:
+                delay = backoff.next_delay()
+                next_connect = now + delay
+                self._hardware_lost(link, str(exc), delay)
+        if link is None or link.connected:
+            self._poll_due(now)
+            if self._polls:
+                wake_at = min(wake_at, min(p.next_due for p in self._polls.values()))
+        else:
+            wake_at = min(wake_at, next_connect)
+        self._wake.wait(max(0.0, wake_at - time.monotonic()))
+        self._wake.clear()
+        return next_heartbeat, next_connect
 
     def _connect(self, link: HardwareLink) -> None:
         link.connect()

@@ -25,6 +25,21 @@ class ConfigFileError(ValueError):
         super().__init__("\n".join(f"{self.path}:{p}" for p in problems))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first_line[key]})", key_node.start_mark
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml_model(path: Path | str, model: type[Model], context: dict[str, Any] | None = None) -> Model:
     """Parse ``path`` and validate it as ``model``; raise ConfigFileError on any problem."""
     path = Path(path)
@@ -39,7 +54,7 @@ def parse_yaml_model(
     text: str, path: Path | str, model: type[Model], context: dict[str, Any] | None = None
 ) -> Model:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -114,3 +114,16 @@ def _alive(pid: int) -> bool:
 
 def test_down_when_nothing_runs(facility_dir: Facility) -> None:
     assert "nothing was running" in facility_dir.dcs("down").stdout
+
+
+def test_up_refuses_a_simulator_port_held_by_another_program(facility_dir: Facility, hv_simulator: HvSimulator) -> None:
+    facility_dir.write(
+        {
+            "facility": "clash",
+            "simulators": {"hv": {"module": "simulators.hv.server", "args": ["--port", hv_simulator.port], "port": hv_simulator.port}},
+            "servers": {"TextDevice/hv": hv_server_spec(hv_simulator.port)},
+        }
+    )
+    up = facility_dir.dcs("up", str(facility_dir.file), check=False)
+    assert up.returncode == 1
+    assert f"port 127.0.0.1:{hv_simulator.port} is already in use by another program" in up.stderr

@@ -111,6 +111,7 @@ def test_demo_facility_is_valid() -> None:
         ("facility: x\nservers:\n  TextDevice/a:\n    levle: 2\n    devices: {}\n", "4: servers.TextDevice/a.levle: Extra inputs are not permitted"),
         ("facility: x\nservers:\n  TextDevice/a:\n    devices:\n      A/B:\n        class: TextDevice\n", "domain/family/member"),
         ("facility: x\nservers:\n  TextDevice/a:\n    level: high\n    devices: {}\n", "4: servers.TextDevice/a.level"),
+        ("facility: x\nservers: {}\nsimulators: {}\nservers: {}\n", ":4:1: not valid YAML: key 'servers' appears twice (first on line 2)"),
     ],
 )  # fmt: skip
 def test_malformed_facility_files_name_line_key_and_problem(tmp_path: Path, text: str, expected: str) -> None:
