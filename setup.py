@@ -11,6 +11,7 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["device_servers*", "clients*", "db*", "gui*", "simulators*"]),
     include_package_data=True,
+    package_data={"device_servers.daq": ["*.wsdl"]},
     install_requires=[
         "pytango>=10.0,<11",
         "pyyaml>=6.0,<7",
@@ -18,6 +19,11 @@ setup(
         "sqlalchemy>=2.0,<3",
         "rich>=13,<15",
         "pydantic>=2.6,<3",
+        "zeep>=4.2,<5",
+        "lxml>=4.9,<7",
+        "paramiko>=3.4,<6",
+        "alembic>=1.13,<2",
+        "setproctitle>=1.3,<2",
     ],
     extras_require={
         # lxml: taurus.qt.qtgui.panel needs it and Taurus does not declare it.
@@ -37,6 +43,8 @@ setup(
             "dcs=clients.cli:main",
             "dcs-supervisor=clients.supervisor:main",
             "TextDevice=device_servers.control.text_device:main",
+            "EccServer=device_servers.daq.ecc_server:main",
+            "DataRouter=device_servers.daq.data_router:main",
             "dcs-sim-hv=simulators.hv.server:main",
             "dcs-sim-datalogger=simulators.tools.datalogger:main",
         ]

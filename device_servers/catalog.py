@@ -53,6 +53,8 @@ SERVERS: dict[str, ServerKind] = {
             ("TextDevice",),
             {"TextDevice": _check_text_device},
         ),
+        ServerKind("EccServer", "device_servers.daq.ecc_server", ("EccServer",)),
+        ServerKind("DataRouter", "device_servers.daq.data_router", ("DataRouter",)),
     )
 }
 

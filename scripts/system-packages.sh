@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# System libraries the tests need that pip cannot provide: the shared
+# System packages the tests need that pip cannot provide: the shared
 # libraries Qt loads for offscreen rendering (Taurus tests). Installs only
 # what is missing, so it is quick on a machine that has them.
 set -euo pipefail
-packages=(libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0)
+# openssh-server: the DAQ tests reach data routers over a real sshd on a loopback port.
+packages=(libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 openssh-server lsof)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -146,6 +146,13 @@ class DcsDevice(Device):
     def begin_poll_cycle(self) -> None:
         """Called in the poller thread before each batch of due polls."""
 
+    def on_disconnected(self, reason: str) -> None:
+        """Called in the poller thread when the link is lost or cannot be made."""
+
+    def refine_condition(self, state: DevState, status: str) -> tuple[DevState, str]:
+        """Last word on State and Status while the hardware answers (MOVING during a transition, say)."""
+        return state, status
+
     def create_dynamic_attributes(self) -> None:
         """Add attributes known only at run time (from a protocol file, say)."""
 
@@ -163,6 +170,20 @@ class DcsDevice(Device):
             if name in self._polls:
                 self._polls[name].next_due = 0.0
         self._wake.set()
+
+    def publish(self, name: str, value: Any, quality: AttrQuality = AttrQuality.ATTR_VALID) -> None:
+        """Set a value computed outside the poller (a command's outcome, say) and push its events.
+
+        The attribute reads it with :meth:`polled`; call ``set_change_event(name, True, False)`` and
+        ``set_archive_event(name, True, False)`` once when the device is made.
+        """
+        reading = Reading(value, time.time(), quality)
+        previous = self._readings.get(name)
+        self._readings[name] = reading
+        if previous is not None and previous.value == value and previous.quality == quality:
+            return
+        self.push_change_event(name, value, reading.timestamp, quality)
+        self.push_archive_event(name, value, reading.timestamp, quality)
 
     def polled(self, name: str) -> tuple[Any, float, AttrQuality]:
         """The last reading of ``name`` as (value, time, quality): what a static attribute's read returns."""
@@ -292,7 +313,7 @@ class DcsDevice(Device):
                 self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, f"internal error: {exc!r}"))
             else:
                 self._publish(poll, Reading(value, time.time()))
-        self._summarise_health()
+        self.update_condition()
 
     def _publish(self, poll: Poll, reading: Reading) -> None:
         self._readings[poll.name] = reading
@@ -313,24 +334,27 @@ class DcsDevice(Device):
             previous = self._readings.get(poll.name)
             if previous is None or previous.quality != AttrQuality.ATTR_INVALID:
                 self._publish(poll, Reading(poll.empty, stamp, AttrQuality.ATTR_INVALID, reason))
+        self.on_disconnected(reason)
         retry = f"retrying in {retry_in:.1f} s" if retry_in else "reconnecting"
         self.set_condition(
             DevState.UNKNOWN,
             f"{self.get_name()}: hardware at {link.address} unreachable: {reason} ({retry})",
         )
 
-    def _summarise_health(self) -> None:
+    def update_condition(self) -> None:
+        """Recompute State and Status from the readings (the poller does this after each cycle)."""
         bad = [(n, r.error) for n, r in self._readings.items() if r.error is not None]
         where = f"{self.link.address}" if self.link is not None else "no hardware"
         identity = f" ({self._identity})" if self._identity else ""
         if not bad:
             self.set_condition(
-                DevState.ON, f"Connected to {where}{identity}; {len(self._polls)} attributes polled"
+                *self.refine_condition(DevState.ON, f"Connected to {where}{identity}; {len(self._polls)} attributes polled")
             )
             return
         shown = "; ".join(f"{n}: {e}" for n, e in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         self.set_condition(
-            DevState.ALARM,
-            f"Connected to {where}{identity}; {len(bad)} attributes unreadable: {shown}{more}",
+            *self.refine_condition(
+                DevState.ALARM, f"Connected to {where}{identity}; {len(bad)} attributes unreadable: {shown}{more}"
+            )
         )
