@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["device_servers*", "clients*", "db*", "gui*", "simulators*"]),
     include_package_data=True,
-    package_data={"device_servers.daq": ["*.wsdl"]},
+    package_data={"device_servers.daq": ["*.wsdl"], "db.app.migrations": ["script.py.mako"]},
     install_requires=[
         "pytango>=10.0,<11",
         "pyyaml>=6.0,<7",
@@ -26,6 +26,7 @@ setup(
         "setproctitle>=1.3,<2",
     ],
     extras_require={
+        "postgresql": ["psycopg[binary]>=3.1,<4"],
         # lxml: taurus.qt.qtgui.panel needs it and Taurus does not declare it.
         "gui": ["taurus>=5.2,<6", "pyqt5>=5.15,<5.16", "lxml>=4.9,<7", "itango>=0.3,<1"],
         "test": [
@@ -35,6 +36,7 @@ setup(
             "taurus>=5.2,<6",
             "pyqt5>=5.15,<5.16",
             "lxml>=4.9,<7",
+            "psycopg[binary]>=3.1,<4",
             "ruff>=0.5",
         ],
     },
@@ -45,7 +47,10 @@ setup(
             "TextDevice=device_servers.control.text_device:main",
             "EccServer=device_servers.daq.ecc_server:main",
             "DataRouter=device_servers.daq.data_router:main",
+            "DaqSequencer=device_servers.daq.daq_sequencer:main",
             "dcs-sim-hv=simulators.hv.server:main",
+            "dcs-sim-ecc=simulators.ecc.server:main",
+            "dcs-sim-datarouter=simulators.datarouter.server:main",
             "dcs-sim-datalogger=simulators.tools.datalogger:main",
         ]
     },

@@ -150,6 +150,7 @@ class Supervisor:
         env.update(spec.env)
         env["PATH"] = tool_path()
         env["PYTHONUNBUFFERED"] = "1"
+        env["DCS_STATE_DIR"] = str(self.state.root)  # where servers keep state (the application database)
         if self.plan is not None:
             env["TANGO_HOST"] = self.plan.tango_host
         with log_path.open("ab") as out:

@@ -84,11 +84,15 @@ class DataRouter(DcsDevice):
         script = (
             f"mkdir -p {quote(target)} && "
             f"find {workdir} -maxdepth 1 -name '*.graw' -exec mv -t {quote(target)} {{}} + && "
-            f"find {quote(target)} -maxdepth 1 -name '*.graw' | wc -l"
+            f"echo $(find {quote(target)} -maxdepth 1 -name '*.graw' | wc -l) "
+            f"$(find {workdir} -maxdepth 1 -name '*.graw' | wc -l)"
         )
-        moved = self.hardware_call("OrganizeFiles", lambda: self._ssh().check(script, timeout=60))
-        self.poll_soon("StagingClean", "GrawFiles")
-        return int(moved.strip() or 0)
+        out = self.hardware_call("OrganizeFiles", lambda: self._ssh().check(script, timeout=60))
+        filed, left = (int(n) for n in out.split())
+        # Publish the staging state now: a run may be started right after, before the next poll.
+        self.publish("GrawFiles", left)
+        self.publish("StagingClean", left == 0)
+        return filed
 
     @command(dtype_in=(str,), doc_in="[experiment, run number, describe/prepare/configure]", dtype_out=(str,), doc_out="files copied")
     def BackupConfigs(self, argument: list[str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Alembic migrations of the DCS application database (run them with ``db.app.schema.upgrade``)."""
