@@ -24,47 +24,18 @@ Timing is reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import common
-import yaml
+
+sys.path.insert(0, str(common.ROOT))
+
+from tests.demo_facility import demo_copy  # noqa: E402 - the same relocated demo the tests bring up
 
 GOAL_S = 20.0
 DEMO = common.ROOT / "facilities" / "demo.yaml"
-
-
-def demo_copy(directory: Path) -> Path:
-    """demo.yaml with every port freed and every ProtocolFile absolute, written into ``directory``."""
-    spec = yaml.safe_load(DEMO.read_text())
-    base = DEMO.parent
-    ports: dict[int, int] = {}
-
-    def fresh(port: Any) -> int:
-        return ports.setdefault(int(port), common.free_port())
-
-    for sim in spec.get("simulators", {}).values():
-        if sim.get("port"):
-            old = int(sim["port"])
-            sim["port"] = fresh(old)
-            sim["args"] = [fresh(a) if str(a) == str(old) else a for a in sim.get("args", [])]
-    for server in spec.get("servers", {}).values():
-        for device in server.get("devices", {}).values():
-            props = device.get("properties", {})
-            if "Port" in props and int(props["Port"]) in ports:
-                props["Port"] = ports[int(props["Port"])]
-            if "ProtocolFile" in props and not Path(props["ProtocolFile"]).is_absolute():
-                props["ProtocolFile"] = str((base / props["ProtocolFile"]).resolve())
-    text = yaml.safe_dump(spec)
-    leftover = [p for p in ports if re.search(rf"\b{p}\b", text)]
-    if leftover:
-        raise RuntimeError(f"demo.yaml still names port(s) {leftover} somewhere this benchmark does not rewrite")
-    path = directory / "demo.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def pids(fac: common.BenchFacility) -> dict[str, Any]:
@@ -73,7 +44,7 @@ def pids(fac: common.BenchFacility) -> dict[str, Any]:
 
 def all_devices_on(fac: common.BenchFacility) -> bool:
     devices = fac.status().get("devices", [])
-    return bool(devices) and all(d["state"] in ("ON", "ALARM") for d in devices)
+    return bool(devices) and all(d["state"] not in ("UNKNOWN", "FAULT", "INIT", "DOWN") for d in devices)
 
 
 def one_cycle(args: argparse.Namespace) -> dict[str, Any]:

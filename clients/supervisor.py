@@ -13,11 +13,12 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class Supervised:
     failures_in_a_row: int = 0
     last_exit: int | None = None
     next_start: float = 0.0
+    argv: list[str] = field(default_factory=list)  # as started, variables expanded
 
     def status(self) -> dict[str, Any]:
         return {
@@ -61,7 +63,7 @@ class Supervised:
             "last_exit": self.last_exit,
             "next_start": self.next_start if self.state == "backoff" else None,
             "devices": self.spec.devices,
-            "argv": self.spec.argv,
+            "argv": self.argv or self.spec.argv,
         }
 
 
@@ -157,9 +159,11 @@ class Supervisor:
             note = f"restart #{proc.restarts} after exit {proc.last_exit}" if proc.restarts else "start"
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} dcs supervisor: {note}: {' '.join(spec.argv)}\n".encode())
             out.flush()
+            # $DCS_STATE_DIR and other variables in a facility file's arguments, as a shell would expand them.
+            proc.argv = [_expand(arg, env) for arg in spec.argv]
             try:
                 proc.popen = subprocess.Popen(
-                    spec.argv, cwd=spec.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    proc.argv, cwd=spec.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )  # fmt: skip
             except OSError as exc:
@@ -259,6 +263,11 @@ class Supervisor:
             tmp.write_text(text)
             tmp.replace(self.state.supervisor_status)
             self._last_status = text
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` replaced from ``env``; unknown names are left as written."""
+    return re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: env.get(m[1] or m[2], m[0]), text)
 
 
 def _changed(old: ProcessSpec, new: ProcessSpec) -> bool:

@@ -40,8 +40,8 @@ from types import TracebackType
 from typing import Any
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from simulators.worker_node.server import generate_ed25519_key, sshd_config
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it ("Missing privilege separation directory")
@@ -51,24 +51,6 @@ BIND_ATTEMPTS = 5  # free ports picked before giving up (another process may gra
 
 class SshdUnavailable(RuntimeError):
     """sshd is not installed or cannot run here."""
-
-
-def generate_ed25519_key(path: Path, comment: str) -> str:
-    """Write an unencrypted OpenSSH ed25519 private key to ``path`` (mode 0600) and its public key to ``path.pub``.
-
-    Returns the public key line, ``ssh-ed25519 AAAA... <comment>``.
-    """
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_bytes(private)
-    line = f"{public.decode()} {comment}"
-    path.with_name(path.name + ".pub").write_text(line + "\n")
-    return line
 
 
 def _free_port(host: str) -> int:
@@ -237,27 +219,7 @@ class SshServer:
     # -- internals ------------------------------------------------------------
 
     def _write_config(self) -> None:
-        self.config_path.write_text(
-            f"ListenAddress {self.host}\n"
-            f"Port {self.port}\n"
-            f"HostKey {self.host_key_path}\n"
-            f"AuthorizedKeysFile {self.authorized_keys_path}\n"
-            f"PidFile {self.directory / 'sshd.pid'}\n"
-            f"LogLevel {self.log_level}\n"
-            "PubkeyAuthentication yes\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "PermitRootLogin prohibit-password\n"
-            "UsePAM no\n"
-            "StrictModes no\n"
-            "UseDNS no\n"
-            "PrintMotd no\n"
-            "PrintLastLog no\n"
-            "MaxStartups 50:30:100\n"
-            "MaxSessions 20\n"
-            "LoginGraceTime 30\n"
-            "Subsystem sftp internal-sftp\n"
-        )
+        self.config_path.write_text(sshd_config(self.host, self.port, self.directory, self.log_level))
 
     def _wait_for_banner(self) -> bool:
         assert self.process is not None

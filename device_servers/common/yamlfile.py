@@ -31,6 +31,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" merges, it does not repeat
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in first_line:
                 raise yaml.constructor.ConstructorError(

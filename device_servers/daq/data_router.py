@@ -8,6 +8,7 @@ files beside it.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
@@ -45,6 +46,12 @@ class DataRouter(DcsDevice):
     def init_device(self) -> None:
         self._survey: dict[str, Any] | None = None
         super().init_device()
+
+    def get_device_properties(self, *args: Any, **kwargs: Any) -> None:
+        super().get_device_properties(*args, **kwargs)
+        # Paths may name $DCS_STATE_DIR (the demo's worker node keeps its keys there).
+        for name in ("KeyFile", "KnownHosts", "Workdir", "ConfigDir"):
+            setattr(self, name, os.path.expandvars(getattr(self, name)))
 
     def create_link(self) -> SshLink:
         if not self.Host:
