@@ -235,3 +235,73 @@ def test_unresponsive_ecc_is_detected_within_seconds(daq: Daq) -> None:
     assert time.monotonic() - started < 10
     assert "did not answer" in ecc.status()
     _wait_overall(daq, "Error")
+
+
+def test_no_config_selected_is_refused(daq: Daq) -> None:
+    ecc = daq.proxy("daq/ecc/mutant")
+    db = tango.Database(*daq.facility.tango_host.split(":"))
+    db.delete_device_attribute_property("daq/ecc/mutant", {"SelectedConfig": ["__value"]})
+    ecc.command_inout("Init")
+    wait_for(lambda: ecc.read_attribute("SelectedConfig").value == "" and ecc.state() == tango.DevState.STANDBY, what="re-init")
+    with pytest.raises(tango.DevFailed, match="no config selected"):
+        ecc.command_inout("Describe")
+
+
+def test_mutant_ordering_is_kept(daq: Daq) -> None:
+    """MuTAnT first for Prepare and Stop, CoBo servers first for Describe, Configure and Start."""
+    seen: list[tuple[float, str, str, object]] = []
+    subscriptions = []
+    for name in SOURCES:
+        proxy = daq.proxy(name)
+        for attr in ("CoboState", "Transitioning"):
+            def record(event: tango.EventData, name: str = name, attr: str = attr) -> None:
+                if not event.err:
+                    seen.append((event.attr_value.time.totime(), name, attr, event.attr_value.value))
+            subscriptions.append((proxy, proxy.subscribe_event(attr, tango.EventType.CHANGE_EVENT, record)))
+    try:
+        seq = daq.sequencer
+
+        def order_of(command: str, target: str) -> list[str]:
+            seen.clear()
+            seq.command_inout(command)
+            _wait_overall(daq, target)
+            started = {}
+            for stamp, name, attr, value in sorted(seen, key=lambda s: s[0]):
+                if attr == "Transitioning" and value and name not in started:
+                    started[name] = stamp
+            return sorted(started, key=started.get)
+
+        assert order_of("DescribeAll", "Described") == ["daq/ecc/0", "daq/ecc/mutant"]
+        assert order_of("PrepareAll", "Prepared") == ["daq/ecc/mutant", "daq/ecc/0"]
+        assert order_of("ConfigureAll", "Ready") == ["daq/ecc/0", "daq/ecc/mutant"]
+        assert order_of("StartRun", "Running") == ["daq/ecc/0", "daq/ecc/mutant"]
+        assert order_of("StopRun", "Ready") == ["daq/ecc/mutant", "daq/ecc/0"]
+    finally:
+        for proxy, event_id in subscriptions:
+            proxy.unsubscribe_event(event_id)
+
+
+def test_ecc_crash_mid_run_loses_no_run_record(daq: Daq) -> None:
+    import zeep
+
+    from device_servers.daq.ecc_link import SERVICE
+
+    seq = daq.sequencer
+    for command, state in (("DescribeAll", "Described"), ("PrepareAll", "Prepared"), ("ConfigureAll", "Ready"), ("StartRun", "Running")):
+        seq.command_inout(command)
+        _wait_overall(daq, state)
+    wsdl = Path(__file__).resolve().parents[2] / "device_servers" / "daq" / "ecc.wsdl"
+    service = zeep.Client(str(wsdl)).create_service(SERVICE, f"http://127.0.0.1:{daq.ecc_ports['daq/ecc/mutant']}/")
+    try:
+        service.Special(command="sim:exit", table="")
+    except Exception:
+        pass  # it exits without answering
+    mutant = daq.proxy("daq/ecc/mutant")
+    wait_for(lambda: mutant.state() == tango.DevState.UNKNOWN, what="UNKNOWN after the ECC server died")
+    assert "unreachable" in mutant.status()
+    _wait_overall(daq, "Error")
+    # The supervisor restarts the dead simulator (Idle again) within seconds: Error, then Mixed; both refuse.
+    with pytest.raises(tango.DevFailed, match="the DAQ is in Error: daq/ecc/mutant|different states"):
+        seq.command_inout("StopRun")
+    run = daq.store().current_run()
+    assert run is not None and run.number == 0 and run.state == "running"
