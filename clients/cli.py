@@ -382,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("attributes", nargs="+", metavar="DEVICE/ATTRIBUTE")
     p.add_argument("--count", type=int, default=None, help="stop after this many events")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+
+    from clients.daq_cli import add_daq_commands
+
+    add_daq_commands(sub)
     return parser
 
 

@@ -335,7 +335,10 @@ class DaqSequencer(DcsDevice):
 
     def _experiment(self) -> str:
         experiment = self.store.active_experiment()
-        return experiment.name if experiment else ""
+        name = experiment.name if experiment else ""
+        if name != self.polled("Experiment")[0]:  # another experiment: show its runs, not the last one's
+            self._show_run(self._latest_run())
+        return name
 
     def _who(self) -> tuple[str, str]:
         try:

@@ -45,6 +45,7 @@ class DataRouter(DcsDevice):
 
     def init_device(self) -> None:
         self._survey: dict[str, Any] | None = None
+        self._staging_generation = 0  # advanced by OrganizeFiles: older surveys no longer describe staging
         super().init_device()
 
     def get_device_properties(self, *args: Any, **kwargs: Any) -> None:
@@ -97,6 +98,7 @@ class DataRouter(DcsDevice):
         out = self.hardware_call("OrganizeFiles", lambda: self._ssh().check(script, timeout=60))
         filed, left = (int(n) for n in out.split())
         # Publish the staging state now: a run may be started right after, before the next poll.
+        self._staging_generation += 1
         self.publish("GrawFiles", left)
         self.publish("StagingClean", left == 0)
         return filed
@@ -133,13 +135,16 @@ class DataRouter(DcsDevice):
         return self.link
 
     def _surveyed(self) -> dict[str, Any]:
+        if self._survey is not None and self._survey["generation"] != self._staging_generation:
+            self._survey = None  # taken before the files were moved: it would publish a dirty staging again
         if self._survey is None:
+            generation = self._staging_generation
             workdir_check = (
                 f"echo \"dir|$(find {quote(self.Workdir)} -maxdepth 1 -name '*.graw' 2>/dev/null | wc -l)\"; "
                 if self.Workdir else ""
             )  # fmt: skip
             out = self._ssh().run(SURVEY.format(name=quote(self.ProcessName), workdir_check=workdir_check)).stdout
-            self._survey = self._parse_survey(out)
+            self._survey = {**self._parse_survey(out), "generation": generation}
         return self._survey
 
     def _parse_survey(self, out: str) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class EccServer(DcsDevice):
         self._pending: str | None = None  # a transition asked for whose SOAP call has not returned
         self._cycle_state: EccState | None = None
         self._selected = ""
+        self._acknowledged = ""  # an error the operator reset; the server may go on reporting it
+        self._server_error = ""  # the error GetState reports now, if any
         self._lock = threading.Lock()
         for name in ("SelectedConfig", "AvailableConfigs", "DataSources", "Online", "LastError"):
             self.set_change_event(name, True, False)
@@ -143,11 +145,17 @@ class EccServer(DcsDevice):
     def Stop(self) -> None:
         self._step("Stop")
 
-    @command(doc_in="One step back: Ready -> Prepared -> Described -> Idle (Running -> Ready)")
+    @command(doc_in="One step back (Ready -> Prepared -> Described -> Idle, Running -> Ready); acknowledges LastError")
     def Reset(self) -> None:
         state = self._current()
         operation = "Stop" if state == CoboState.Running else BACK.get(state)
         if operation is None:
+            error = self.polled("LastError")[0]
+            if error:  # nothing to step back from: the reset acknowledges the error
+                self._acknowledged = self._server_error or error
+                self.publish("LastError", "")
+                self.update_condition()
+                return
             raise self._refusal("Reset", f"nothing to reset from {state.name}")
         self._begin(operation, "Reset")
 
@@ -186,7 +194,10 @@ class EccServer(DcsDevice):
         if self._cycle_state is None:
             self._cycle_state = self._link().get_state()
             if self._cycle_state.error_code != 0:
-                self.publish("LastError", f"ECC server error {self._cycle_state.error_code}: {self._cycle_state.error_message}")
+                error = f"ECC server error {self._cycle_state.error_code}: {self._cycle_state.error_message}"
+                self._server_error = error
+                if error != self._acknowledged:  # the server repeats its last error until the next call
+                    self.publish("LastError", error)
         return self._cycle_state
 
     def _transitioning(self) -> bool:

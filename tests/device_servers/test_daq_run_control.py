@@ -305,3 +305,22 @@ def test_ecc_crash_mid_run_loses_no_run_record(daq: Daq) -> None:
         seq.command_inout("StopRun")
     run = daq.store().current_run()
     assert run is not None and run.number == 0 and run.state == "running"
+
+
+def test_reset_acknowledges_an_ecc_error(daq: Daq) -> None:
+    import zeep
+
+    from device_servers.daq.ecc_link import SERVICE
+
+    wsdl = Path(__file__).resolve().parents[2] / "device_servers" / "daq" / "ecc.wsdl"
+    service = zeep.Client(str(wsdl)).create_service(SERVICE, f"http://127.0.0.1:{daq.ecc_ports['daq/ecc/mutant']}/")
+    service.Special(command="sim:fail Describe 7 AsAd power supply tripped", table="")
+    daq.sequencer.command_inout("DescribeAll")
+    _wait_overall(daq, "Error")
+    mutant = daq.proxy("daq/ecc/mutant")
+    mutant.command_inout("Reset")  # Idle: nothing to step back, the error is acknowledged
+    assert mutant.read_attribute("LastError").value == ""
+    time.sleep(1.0)  # several polls: the server still reports the old error, which stays acknowledged
+    assert mutant.read_attribute("LastError").value == ""
+    daq.proxy("daq/ecc/0").command_inout("Reset")  # back to Idle as well
+    _wait_overall(daq, "Idle")
