@@ -4,7 +4,11 @@ Each benchmark runs as its own process (``python bench/bench_X.py``), so one
 that fails does not take the others with it, and every one gets a fresh
 Tango client. Their own tables are printed as they go; the summary follows.
 
-    python bench/run_all.py [--only hv_latency events up] [--quick]
+    python bench/run_all.py [--only hv_latency events up daq] [--quick] [--with-daq]
+
+The DAQ benchmark (``daq``, about 4 minutes: 64 simulator processes and a
+128-transition serial baseline) runs only when asked: ``--with-daq``, or by
+name in ``--only``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ BENCHMARKS = {
     "hv_latency": ("bench_hv_latency.py", [], ["--rounds", "10", "--per-round", "20"]),
     "events": ("bench_events.py", [], ["--seconds", "4", "--bare-events", "20000"]),
     "up": ("bench_up.py", [], []),
+    "daq": ("bench_daq.py", [], ["--cobos", "8", "--small", "0"]),  # slow: only with --with-daq or --only daq
 }
+OPTIONAL = {"daq"}
 TIME_LIMIT_S = 600
 
 
@@ -96,6 +102,20 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
                 f"{r['reported_s_median']} s reported" if r["reported_s_median"] is not None else "-",
                 "-", f"≤ {goal:g} s", "yes" if r["within_goal"] else "no",
             ])  # fmt: skip
+    daq = results.get("daq", {})
+    if "results" in daq:
+        goal = daq["goal"]["ratio_dcs_over_ideal_max"]
+        for n, r in daq["results"].items():
+            s = r["summary"]
+            serial = f"serial {s['serial_s']:.1f} s, " if s["serial_s"] is not None else ""
+            speedup = (
+                f"; {s['speedup_vs_serial']:.1f}x faster than serial" if s["speedup_vs_serial"] is not None else ""
+            )
+            rows.append([
+                "daq", f"{n} CoBos DescribeAll -> Running", f"{s['dcs_s']:.2f} s", f"{serial}ideal {s['ideal_s']:g} s",
+                f"{s['ratio_dcs_over_ideal']:.2f} (DCS / ideal){speedup}", f"DCS / ideal ≤ {goal}",
+                "yes" if s["within_goal"] else "no",
+            ])  # fmt: skip
     for name, data in results.items():
         if "error" in data:
             rows.append([name, "FAILED", data["error"], "-", "-", "-", "-"])
@@ -104,9 +124,18 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Run bench_hv_latency, bench_events and bench_up; print a summary; write bench/results/<timestamp>.json.",
+        description="Run bench_hv_latency, bench_events and bench_up (and bench_daq with --with-daq); print a summary; "
+        "write bench/results/<timestamp>.json.",
     )
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS), help="run only these")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BENCHMARKS), default=[n for n in BENCHMARKS if n not in OPTIONAL],
+        help="run only these (default: all but daq)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--with-daq",
+        action="store_true",
+        help="also run bench_daq (about 4 minutes; with --quick 8 CoBos, about 1 minute)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="fewer samples and shorter windows (a smoke run, noisier figures)"
     )
@@ -115,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, default=None, help="JSON file to write (default bench/results/<timestamp>.json)"
     )
     args = parser.parse_args(argv)
+    if args.with_daq and "daq" not in args.only:
+        args.only.append("daq")
 
     stamp = common.now_stamp()
     results: dict[str, Any] = {}

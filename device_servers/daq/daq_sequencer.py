@@ -279,23 +279,26 @@ class DaqSequencer(DcsDevice):
             raise self._refusal(action, f"the DAQ is {state.name}; {action} needs {needed.name}")
 
     def _dirty_routers(self) -> list[str]:
-        dirty = []
-        for router in self.routers:
+        """Routers whose staging directory holds data (or cannot be told), all asked at once."""
+
+        def check(router: str) -> str | None:
             try:
                 proxy = tango.DeviceProxy(router)
                 proxy.set_timeout_millis(3000)
                 value = proxy.read_attribute("StagingClean")
                 if value.quality == tango.AttrQuality.ATTR_INVALID:
-                    dirty.append(f"{router} (unknown: {proxy.status()})")
-                elif not value.value:
-                    dirty.append(router)
+                    return f"{router} (unknown: {proxy.status()})"
+                return None if value.value else router
             except tango.DevFailed as exc:
-                dirty.append(f"{router} ({exc.args[0].desc.strip()})")
-        return dirty
+                return f"{router} ({exc.args[0].desc.strip()})"
+
+        if not self.routers:
+            return []
+        with ThreadPoolExecutor(max_workers=len(self.routers)) as pool:
+            return [r for r in pool.map(check, self.routers) if r]
 
     def _selected_config(self, ecc: str) -> dict[str, str]:
-        proxy = tango.DeviceProxy(ecc)
-        parts = proxy.read_attribute("SelectedConfig").value.split("/")
+        parts = self._group().mirrors[ecc].selected_config.split("/")  # from events: no call on the Start path
         return dict(zip(("describe", "prepare", "configure"), parts, strict=False))
 
     def _ecc_changed(self) -> None:

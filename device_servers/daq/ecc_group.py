@@ -19,7 +19,7 @@ import tango
 
 from device_servers.daq.ecc_link import STEPS, CoboState
 
-WATCHED = ("CoboState", "Transitioning", "LastError", "State")
+WATCHED = ("CoboState", "Transitioning", "LastError", "SelectedConfig", "State")
 
 
 class OverallState(IntEnum):
@@ -57,6 +57,7 @@ class EccMirror:
     last_error: str = ""
     reachable: bool = False
     problem: str = "no event yet"
+    selected_config: str = ""
 
 
 class EccGroup:
@@ -113,6 +114,8 @@ class EccGroup:
                     mirror.transitioning = bool(value)
                 elif attr == "lasterror" and not invalid:
                     mirror.last_error = value or ""
+                elif attr == "selectedconfig" and not invalid:
+                    mirror.selected_config = value or ""
                 elif attr == "state" and value == tango.DevState.UNKNOWN:
                     mirror.reachable = False
                     mirror.problem = "its ECC server does not answer"

@@ -236,6 +236,8 @@ class EccServer(DcsDevice):
             self._pending = operation
         self.publish("LastError", "")
         self.publish("Transitioning", True)
+        for name in ("CoboState", "Transitioning"):  # follow closely from the first check on
+            self._polls[name].period = TRANSITION_PERIOD
         self.update_condition()
         self._worker.submit(self._run_transition, operation, config, table)
 
