@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tango
 from tango import AttrQuality, DevState
 from tango.server import Device, attribute
@@ -316,7 +317,10 @@ class DcsDevice(Device):
         self.update_condition()
 
     def _publish(self, poll: Poll, reading: Reading) -> None:
+        previous = self._readings.get(poll.name)
         self._readings[poll.name] = reading
+        if previous is not None and previous.quality == reading.quality and _same(previous.value, reading.value):
+            return  # Tango would filter it out anyway; not pushing saves most of a poll's cost
         try:
             self.push_change_event(poll.name, reading.value, reading.timestamp, reading.quality)
             self.push_archive_event(poll.name, reading.value, reading.timestamp, reading.quality)
@@ -358,3 +362,10 @@ class DcsDevice(Device):
                 DevState.ALARM, f"Connected to {where}{identity}; {len(bad)} attributes unreadable: {shown}{more}"
             )
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, also for spectra (lists or numpy arrays)."""
+    if isinstance(a, (list, tuple, np.ndarray)) or isinstance(b, (list, tuple, np.ndarray)):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    return bool(a == b)
