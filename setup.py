@@ -11,7 +11,11 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["device_servers*", "clients*", "db*", "gui*", "simulators*"]),
     include_package_data=True,
-    package_data={"device_servers.daq": ["*.wsdl"], "db.app.migrations": ["script.py.mako"]},
+    package_data={
+        "device_servers.daq": ["*.wsdl"],
+        "db.app.migrations": ["script.py.mako"],
+        "simulators.plc": ["scenarios/*.yaml", "scenarios/*.json"],
+    },
     install_requires=[
         "pytango>=10.0,<11",
         "pyyaml>=6.0,<7",
@@ -48,9 +52,11 @@ setup(
             "EccServer=device_servers.daq.ecc_server:main",
             "DataRouter=device_servers.daq.data_router:main",
             "DaqSequencer=device_servers.daq.daq_sequencer:main",
+            "Plc=device_servers.observatory.plc:main",
             "dcs-sim-hv=simulators.hv.server:main",
             "dcs-sim-ecc=simulators.ecc.server:main",
             "dcs-sim-datarouter=simulators.datarouter.server:main",
+            "dcs-sim-plc=simulators.plc.server:main",
             "dcs-sim-datalogger=simulators.tools.datalogger:main",
         ]
     },

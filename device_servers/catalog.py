@@ -56,6 +56,7 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("EccServer", "device_servers.daq.ecc_server", ("EccServer",)),
         ServerKind("DataRouter", "device_servers.daq.data_router", ("DataRouter",)),
         ServerKind("DaqSequencer", "device_servers.daq.daq_sequencer", ("DaqSequencer",)),
+        ServerKind("Plc", "device_servers.observatory.plc", ("Plc",)),
     )
 }
 
