@@ -53,6 +53,7 @@ setup(
             "DataRouter=device_servers.daq.data_router:main",
             "DaqSequencer=device_servers.daq.daq_sequencer:main",
             "Plc=device_servers.observatory.plc:main",
+            "Weather=device_servers.observatory.weather:main",
             "dcs-sim-hv=simulators.hv.server:main",
             "dcs-sim-ecc=simulators.ecc.server:main",
             "dcs-sim-datarouter=simulators.datarouter.server:main",

@@ -57,6 +57,7 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("DataRouter", "device_servers.daq.data_router", ("DataRouter",)),
         ServerKind("DaqSequencer", "device_servers.daq.daq_sequencer", ("DaqSequencer",)),
         ServerKind("Plc", "device_servers.observatory.plc", ("Plc",)),
+        ServerKind("Weather", "device_servers.observatory.weather", ("Weather",)),
     )
 }
 

@@ -168,7 +168,9 @@ class Plc(DcsDevice):
                     **({"abs_change": "1e-9", "archive_abs_change": "1e-9"} if kind is float else {}),
                 )
             )  # fmt: skip
-            self.set_change_event(name, True, True)
+            # Change events go out at every PLC cycle, unfiltered: a fresh timestamp on an unchanged value is
+            # how the weather synthesis knows the sensor is alive. Archive events keep Tango's filter.
+            self.set_change_event(name, True, False)
             self.set_archive_event(name, True, True)
             self._sensor_attributes[name] = {"sensor": key[0], "value": key[1], "type": kind}
 
