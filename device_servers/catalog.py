@@ -58,6 +58,9 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("DaqSequencer", "device_servers.daq.daq_sequencer", ("DaqSequencer",)),
         ServerKind("Plc", "device_servers.observatory.plc", ("Plc",)),
         ServerKind("Weather", "device_servers.observatory.weather", ("Weather",)),
+        ServerKind("Mount", "device_servers.observatory.mount", ("Mount",)),
+        ServerKind("Dome", "device_servers.observatory.dome", ("Dome",)),
+        ServerKind("FilterWheel", "device_servers.observatory.filter_wheel", ("FilterWheel",)),
     )
 }
 
