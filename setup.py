@@ -28,6 +28,8 @@ setup(
         "paramiko>=3.4,<6",
         "alembic>=1.13,<2",
         "setproctitle>=1.3,<2",
+        "requests>=2.31,<3",
+        "astropy>=6.1,<9",
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1,<4"],
@@ -41,6 +43,7 @@ setup(
             "pyqt5>=5.15,<5.16",
             "lxml>=4.9,<7",
             "psycopg[binary]>=3.1,<4",
+            "alpyca>=3.1,<4",
             "ruff>=0.5",
         ],
     },
@@ -61,6 +64,7 @@ setup(
             "dcs-sim-ecc=simulators.ecc.server:main",
             "dcs-sim-datarouter=simulators.datarouter.server:main",
             "dcs-sim-plc=simulators.plc.server:main",
+            "dcs-sim-alpaca=simulators.alpaca.server:main",
             "dcs-sim-datalogger=simulators.tools.datalogger:main",
         ]
     },

@@ -66,7 +66,7 @@ def test_mount_slews_and_parks(observatory: Facility) -> None:
         mount.command_inout("SlewToCoordinates", [0.0, 0.0])  # ASCOM: equatorial slews need tracking
     mount.write_attribute("Tracking", True)
     lst = mount.read_attribute("SiderealTime").value
-    target_ra, target_dec = (lst + 1.0) % 24, 40.0  # an hour east of the meridian: above the horizon
+    target_ra, target_dec = (lst + 2.0) % 24, 70.0  # east of the meridian, far enough for a slew of seconds
     mount.command_inout("SlewToCoordinates", [target_ra, target_dec])
     wait_for(lambda: mount.state() == tango.DevState.MOVING, timeout=5, what="MOVING")
     wait_for(lambda: not mount.read_attribute("Slewing").value, timeout=20, what="slew done")
