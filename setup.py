@@ -60,6 +60,7 @@ setup(
             "Mount=device_servers.observatory.mount:main",
             "Dome=device_servers.observatory.dome:main",
             "FilterWheel=device_servers.observatory.filter_wheel:main",
+            "Camera=device_servers.observatory.camera:main",
             "dcs-sim-hv=simulators.hv.server:main",
             "dcs-sim-ecc=simulators.ecc.server:main",
             "dcs-sim-datarouter=simulators.datarouter.server:main",

@@ -61,6 +61,7 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("Mount", "device_servers.observatory.mount", ("Mount",)),
         ServerKind("Dome", "device_servers.observatory.dome", ("Dome",)),
         ServerKind("FilterWheel", "device_servers.observatory.filter_wheel", ("FilterWheel",)),
+        ServerKind("Camera", "device_servers.observatory.camera", ("Camera",)),
     )
 }
 

@@ -217,6 +217,10 @@ class DcsDevice(Device):
         except (ReplyError, CommandRefused) as exc:
             raise device_error("DCS_HardwareRefused", f"{name}: {operation} refused by the hardware: {exc}", operation) from exc
 
+    def refusal(self, operation: str, why: str) -> tango.DevFailed:
+        """The error for a request refused before anything was sent: names the device, the operation and why."""
+        return device_error("DCS_Refused", f"{self.get_name()}: {operation} refused: {why}", operation)
+
     def set_condition(self, state: DevState, status: str) -> None:
         """Set State and Status together, pushing events only when they change."""
         if self._condition == (state, status):

@@ -133,3 +133,44 @@ def test_silent_mount_is_unknown_and_does_not_hold_up_the_dome(observatory: Faci
     wait_for(lambda: int(dome.read_attribute("ShutterStatus").value) == 0, timeout=10, what="dome still works")
     alpaca.fault("telescope/0", "none")
     wait_for(lambda: mount.state() != tango.DevState.UNKNOWN, timeout=15, what="mount back")
+
+
+def test_exposure_writes_a_fits_file_with_the_header(facility_dir: Facility, alpaca: AlpacaSimulator, tmp_path) -> None:
+    import numpy as np
+    from astropy.io import fits
+
+    images = tmp_path / "images"
+    camera = _device("Camera", "obs/camera/vis", alpaca.port)
+    camera["obs/camera/vis"]["properties"].update(
+        {"FilterWheel": facility_dir.name("obs/filterwheel/vis"), "Mount": facility_dir.name("obs/mount/1"),
+         "Weather": facility_dir.name("obs/weather/1"), "DataDir": str(images)}
+    )  # fmt: skip
+    facility_dir.write({"facility": "camera", "servers": {
+        "Mount/test": {"devices": _device("Mount", "obs/mount/1", alpaca.port)},
+        "FilterWheel/test": {"devices": _device("FilterWheel", "obs/filterwheel/vis", alpaca.port)},
+        "Camera/test": {"devices": camera},
+    }})  # fmt: skip
+    facility_dir.dcs("up", str(facility_dir.file))
+    cam = facility_dir.proxy("obs/camera/vis")
+    wait_for(lambda: cam.read_attribute("Connected").value and cam.state() == tango.DevState.ON, what="camera idle")
+    wheel = facility_dir.proxy("obs/filterwheel/vis")
+    wait_for(lambda: wheel.read_attribute("Filter").value not in ("", "moving"), what="filter known")
+    filter_name = wheel.read_attribute("Filter").value
+
+    cam.command_inout("StartExposure", '{"duration": 0.5, "object": "GRB 261121A", "request_id": 12, "sequence_id": 34}')
+    wait_for(lambda: cam.state() == tango.DevState.RUNNING, timeout=5, what="RUNNING while exposing")
+    wait_for(lambda: cam.read_attribute("LastImageFile").value, timeout=20, what="a FITS file")
+    path = cam.read_attribute("LastImageFile").value
+    assert not path.startswith("ERROR"), path
+    with fits.open(path) as hdul:
+        header, data = hdul[0].header, hdul[0].data
+    assert header["EXPTIME"] == 0.5 and header["OBJECT"] == "GRB 261121A"
+    assert header["REQID"] == "12" and header["SEQID"] == "34"
+    assert header["FILTER"] == filter_name
+    assert {"RA", "DEC", "ALT", "AZ", "SITELAT", "SITELONG", "OBSERVAT", "DATE-OBS", "WXSAFE", "WEATHER"} <= set(header)
+    assert data.ndim == 2 and data.max() > 5 * np.median(data), "stars stand out of the background"
+
+    alpaca.fault("camera/0", "camera_error")
+    wait_for(lambda: cam.state() == tango.DevState.FAULT, timeout=10, what="FAULT on a camera error")
+    with pytest.raises(tango.DevFailed, match="Alpaca error"):
+        cam.command_inout("StartExposure", "1")
