@@ -61,6 +61,7 @@ setup(
             "Dome=device_servers.observatory.dome:main",
             "FilterWheel=device_servers.observatory.filter_wheel:main",
             "Camera=device_servers.observatory.camera:main",
+            "ObservatoryConductor=device_servers.observatory.conductor:main",
             "dcs-sim-hv=simulators.hv.server:main",
             "dcs-sim-ecc=simulators.ecc.server:main",
             "dcs-sim-datarouter=simulators.datarouter.server:main",

@@ -62,6 +62,7 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("Dome", "device_servers.observatory.dome", ("Dome",)),
         ServerKind("FilterWheel", "device_servers.observatory.filter_wheel", ("FilterWheel",)),
         ServerKind("Camera", "device_servers.observatory.camera", ("Camera",)),
+        ServerKind("ObservatoryConductor", "device_servers.observatory.conductor", ("ObservatoryConductor",)),
     )
 }
 
