@@ -44,6 +44,18 @@ def _check_text_device(properties: Mapping[str, list[str]], base: Path) -> list[
     return []
 
 
+def _check_weather(properties: Mapping[str, list[str]], base: Path) -> list[str]:
+    from device_servers.common.yamlfile import ConfigFileError
+    from device_servers.observatory.weather_rules import load_rules
+
+    path = base / (properties.get("RulesFile") or ["weather_rules.yaml"])[0]
+    try:
+        load_rules(path)
+    except ConfigFileError as exc:
+        return [f"properties.RulesFile: {p}" for p in str(exc).splitlines()]
+    return []
+
+
 SERVERS: dict[str, ServerKind] = {
     kind.executable: kind
     for kind in (
@@ -57,7 +69,7 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind("DataRouter", "device_servers.daq.data_router", ("DataRouter",)),
         ServerKind("DaqSequencer", "device_servers.daq.daq_sequencer", ("DaqSequencer",)),
         ServerKind("Plc", "device_servers.observatory.plc", ("Plc",)),
-        ServerKind("Weather", "device_servers.observatory.weather", ("Weather",)),
+        ServerKind("Weather", "device_servers.observatory.weather", ("Weather",), {"Weather": _check_weather}),
         ServerKind("Mount", "device_servers.observatory.mount", ("Mount",)),
         ServerKind("Dome", "device_servers.observatory.dome", ("Dome",)),
         ServerKind("FilterWheel", "device_servers.observatory.filter_wheel", ("FilterWheel",)),

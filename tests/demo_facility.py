@@ -29,7 +29,10 @@ def demo_copy(directory: Path) -> Path:
     for sim in yaml.safe_load(text).get("simulators", {}).values():
         if sim.get("port"):
             text = re.sub(rf"\b{int(sim['port'])}\b", str(_free_port()), text)
-    text = re.sub(r"ProtocolFile: (protocols/\S+)", lambda m: f"ProtocolFile: {(DEMO.parent / m[1]).resolve()}", text)
+    # Files named relative to the demo's folder (protocols, weather rules) are made absolute.
+    text = re.sub(
+        r"(ProtocolFile|RulesFile): ([\w./-]+\.yaml)", lambda m: f"{m[1]}: {(DEMO.parent / m[2]).resolve()}", text
+    )
     path = Path(directory) / "demo.yaml"
     path.write_text(text)
     return path

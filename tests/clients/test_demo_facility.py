@@ -53,3 +53,12 @@ def test_demo_comes_up_and_takes_a_run(facility_dir: Facility) -> None:
         reach(state)
     run_dir = facility_dir.state_dir / "worker" / "router0" / "demo" / "run_0000"
     assert list(run_dir.glob("*.graw")) and (run_dir / "configure-experiment.xcfg").exists()
+
+    # The observatory: safe weather from the simulated PLC, the conductor ready and opening the dome.
+    from device_servers.observatory.conductor import Mode
+
+    conductor = facility_dir.proxy("obs/conductor/1")
+    wait_for(lambda: facility_dir.proxy("obs/weather/1").read_attribute("IsSafe").value, timeout=30, what="safe weather")
+    wait_for(lambda: int(conductor.read_attribute("Mode").value) == Mode.SCHEDULER_READY, timeout=30, what="READY")
+    dome = facility_dir.proxy("obs/dome/1")
+    wait_for(lambda: int(dome.read_attribute("ShutterStatus").value) in (0, 2), timeout=15, what="the dome opening")
