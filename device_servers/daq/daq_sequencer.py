@@ -24,7 +24,7 @@ from tango.server import attribute, command, device_property
 from db.app import RunStore, database_url
 from db.app.models import RUN_CLASSES
 from db.app.store import NoActiveExperimentError, StoreError
-from device_servers.common.device import DcsDevice, Poll, device_error
+from device_servers.common.device import DcsDevice, Poll
 from device_servers.common.serve import serve
 from device_servers.daq.ecc_group import EccGroup, OverallState, SequenceError, ordering, target_of
 from device_servers.daq.ecc_link import CoboState
@@ -113,7 +113,7 @@ class DaqSequencer(DcsDevice):
     @RunClass.write
     def RunClass(self, run_class: str) -> None:
         if run_class not in RUN_CLASSES:
-            raise self._refusal("RunClass", f"{run_class!r} is not one of {', '.join(RUN_CLASSES)}")
+            raise self.refusal("RunClass", f"{run_class!r} is not one of {', '.join(RUN_CLASSES)}")
         self._run_class = run_class
         self._update_current(run_class=run_class)
         self.publish("RunClass", run_class)
@@ -152,10 +152,10 @@ class DaqSequencer(DcsDevice):
         self._require("StartRun", OverallState.Ready)
         experiment = self.store.active_experiment()
         if experiment is None:
-            raise self._refusal("StartRun", "no active experiment (choose one with `dcs daq experiment NAME`)")
+            raise self.refusal("StartRun", "no active experiment (choose one with `dcs daq experiment NAME`)")
         dirty = self._dirty_routers()
         if dirty:
-            raise self._refusal("StartRun", f"staging not clean on {', '.join(dirty)} (organize or remove the .graw files first)")
+            raise self.refusal("StartRun", f"staging not clean on {', '.join(dirty)} (organize or remove the .graw files first)")
         self._launch("StartRun", self._start_run)
 
     @command(doc_in="Stop the run: every ECC server (MuTAnT first), then file the data on every router")
@@ -167,7 +167,7 @@ class DaqSequencer(DcsDevice):
     def ResetAll(self) -> None:
         state = self._overall_or_refuse("ResetAll")
         if state not in (OverallState.Described, OverallState.Prepared, OverallState.Ready, OverallState.Running):
-            raise self._refusal("ResetAll", f"nothing to reset from {state.name}")
+            raise self.refusal("ResetAll", f"nothing to reset from {state.name}")
         target = CoboState(CoboState[state.name] - 1)  # one step back on every server, all at once
         group = self._group()
         self._launch("ResetAll", lambda: group.run("Reset", target, [group.names], self.TransitionTimeout))
@@ -230,7 +230,7 @@ class DaqSequencer(DcsDevice):
         who = self._who()
         with self._lock:
             if self._busy is not None:
-                raise self._refusal(action, f"{self._busy} is still running")
+                raise self.refusal(action, f"{self._busy} is still running")
             self._busy = action
         self.publish("LastError", "")
         self.update_condition()
@@ -263,20 +263,20 @@ class DaqSequencer(DcsDevice):
 
     def _overall_or_refuse(self, action: str) -> OverallState:
         if self.group is None:
-            raise self._refusal(action, self.get_status())
+            raise self.refusal(action, self.get_status())
         if self._busy is not None:
-            raise self._refusal(action, f"{self._busy} is still running")
+            raise self.refusal(action, f"{self._busy} is still running")
         state, why = self.group.overall()
         if state == OverallState.Error:
-            raise self._refusal(action, f"the DAQ is in Error: {why}")
+            raise self.refusal(action, f"the DAQ is in Error: {why}")
         if state == OverallState.Mixed:
-            raise self._refusal(action, f"the ECC servers are in different states ({why}); use per-server controls")
+            raise self.refusal(action, f"the ECC servers are in different states ({why}); use per-server controls")
         return state
 
     def _require(self, action: str, needed: OverallState) -> None:
         state = self._overall_or_refuse(action)
         if state != needed:
-            raise self._refusal(action, f"the DAQ is {state.name}; {action} needs {needed.name}")
+            raise self.refusal(action, f"the DAQ is {state.name}; {action} needs {needed.name}")
 
     def _dirty_routers(self) -> list[str]:
         """Routers whose staging directory holds data (or cannot be told), all asked at once."""
@@ -367,8 +367,6 @@ class DaqSequencer(DcsDevice):
             return DevState.ALARM, f"Mixed: {why}"
         return (DevState.RUNNING if overall == OverallState.Running else DevState.ON), f"{overall.name}{running}"
 
-    def _refusal(self, action: str, why: str) -> tango.DevFailed:
-        return device_error("DCS_Refused", f"{self.get_name()}: {action} refused: {why}", action)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ import tango
 from tango import DevState
 from tango.server import attribute, command, device_property
 
-from device_servers.common.device import DcsDevice, Poll, ReplyError, device_error
+from device_servers.common.device import DcsDevice, Poll, ReplyError
 from device_servers.common.serve import serve
 from device_servers.daq.ssh_link import SshLink, quote
 
@@ -106,13 +106,13 @@ class DataRouter(DcsDevice):
     @command(dtype_in=(str,), doc_in="[experiment, run number, describe/prepare/configure]", dtype_out=(str,), doc_out="files copied")
     def BackupConfigs(self, argument: list[str]) -> list[str]:
         if len(argument) != 3:
-            raise self._refusal("BackupConfigs", "give [experiment, run number, describe/prepare/configure]")
+            raise self.refusal("BackupConfigs", "give [experiment, run number, describe/prepare/configure]")
         experiment, run = self._experiment_and_run("BackupConfigs", argument[:2])
         parts = argument[2].split("/")
         if len(parts) != 3:
-            raise self._refusal("BackupConfigs", f"{argument[2]!r} is not describe/prepare/configure")
+            raise self.refusal("BackupConfigs", f"{argument[2]!r} is not describe/prepare/configure")
         if not self.ConfigDir:
-            raise self._refusal("BackupConfigs", "property ConfigDir (where the ECC config files are) is not set")
+            raise self.refusal("BackupConfigs", "property ConfigDir (where the ECC config files are) is not set")
         files = [f"{kind}-{name}.xcfg" for kind, name in zip(("describe", "prepare", "configure"), parts, strict=True)]
         target = self._run_dir(experiment, run)
         sources = " ".join(quote(posixpath.join(self.ConfigDir, f)) for f in files)
@@ -122,7 +122,7 @@ class DataRouter(DcsDevice):
     @command(dtype_in=int, doc_in="lines", dtype_out=str, doc_out="the end of the router's log")
     def TailLog(self, lines: int) -> str:
         if not 1 <= lines <= 10000:
-            raise self._refusal("TailLog", "lines must be between 1 and 10000")
+            raise self.refusal("TailLog", "lines must be between 1 and 10000")
         path = self.LogFile if posixpath.isabs(self.LogFile) else posixpath.join(self._workdir("TailLog"), self.LogFile)
         return self.hardware_call("TailLog", lambda: self._ssh().check(f"tail -n {lines} {quote(path)}"))
 
@@ -172,15 +172,15 @@ class DataRouter(DcsDevice):
     def _workdir(self, operation: str) -> str:
         workdir = self.Workdir or self.polled("WorkingDir")[0]
         if not workdir:
-            raise self._refusal(operation, f"working directory unknown: no {self.ProcessName} running on {self.Host} and no Workdir property")
+            raise self.refusal(operation, f"working directory unknown: no {self.ProcessName} running on {self.Host} and no Workdir property")
         return workdir
 
     def _experiment_and_run(self, operation: str, argument: list[str]) -> tuple[str, int]:
         if len(argument) != 2 or not argument[1].isdigit():
-            raise self._refusal(operation, "give [experiment, run number]")
+            raise self.refusal(operation, "give [experiment, run number]")
         experiment = argument[0]
         if not experiment or "/" in experiment or experiment.startswith("."):
-            raise self._refusal(operation, f"{experiment!r} is not a usable experiment name")
+            raise self.refusal(operation, f"{experiment!r} is not a usable experiment name")
         return experiment, int(argument[1])
 
     def _run_dir(self, experiment: str, run: int) -> str:
@@ -196,8 +196,6 @@ class DataRouter(DcsDevice):
         clean = "staging clean" if self.polled("StagingClean")[0] else f"{self.polled('GrawFiles')[0]} .graw files in staging"
         return DevState.ON, f"{where}: running in {self.polled('WorkingDir')[0]}; {clean}"
 
-    def _refusal(self, operation: str, why: str) -> tango.DevFailed:
-        return device_error("DCS_Refused", f"{self.get_name()}: {operation} refused: {why}", operation)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from device_servers.common.device import DcsDevice, Poll, ReplyError, device_error
+from device_servers.common.device import DcsDevice, Poll, ReplyError
 from device_servers.common.link import LinkError
 from device_servers.common.serve import serve
 from device_servers.daq.ecc_link import (
@@ -156,7 +156,7 @@ class EccServer(DcsDevice):
                 self.publish("LastError", "")
                 self.update_condition()
                 return
-            raise self._refusal("Reset", f"nothing to reset from {state.name}")
+            raise self.refusal("Reset", f"nothing to reset from {state.name}")
         self._begin(operation, "Reset")
 
     @command(doc_in="Ask the server again for the config sets it offers")
@@ -210,27 +210,27 @@ class EccServer(DcsDevice):
     def _current(self) -> CoboState:
         value, _, quality = self.polled("CoboState")
         if quality == tango.AttrQuality.ATTR_INVALID or self.link is None or not self.link.connected:
-            raise self._refusal("command", f"the ECC server at {self.Host}:{self.Port} does not answer; {self.get_status()}")
+            raise self.refusal("command", f"the ECC server at {self.Host}:{self.Port} does not answer; {self.get_status()}")
         return CoboState(value)
 
     def _step(self, operation: str) -> None:
         state = self._current()
         source, target = STEPS[operation]
         if state == target:
-            raise self._refusal(operation, f"the ECC server is already {target.name}")
+            raise self.refusal(operation, f"the ECC server is already {target.name}")
         if state != source:
             hint = _hint(state, source)
-            raise self._refusal(operation, f"cannot go from {state.name} to {target.name}{hint}")
+            raise self.refusal(operation, f"cannot go from {state.name} to {target.name}{hint}")
         self._begin(operation, operation)
 
     def _begin(self, operation: str, asked: str) -> None:
         with self._lock:
             if self._pending is not None or self.polled("Transitioning")[0]:
-                raise self._refusal(asked, f"a transition is already running ({self._pending or 'on the server'}); wait for it")
+                raise self.refusal(asked, f"a transition is already running ({self._pending or 'on the server'}); wait for it")
             config: ConfigSet | None = None
             if operation in ("Describe", "Prepare", "Configure"):
                 if not self._selected:
-                    raise self._refusal(asked, "no config selected (choose one with `dcs daq select-config`)")
+                    raise self.refusal(asked, "no config selected (choose one with `dcs daq select-config`)")
                 config = ConfigSet.parse(self._selected)
             table = data_link_set(self.links) if operation == "Configure" else ""
             self._pending = operation
@@ -262,10 +262,10 @@ class EccServer(DcsDevice):
         try:
             config = ConfigSet.parse(name)
         except ValueError as exc:
-            raise self._refusal("SelectConfig", str(exc)) from exc
+            raise self.refusal("SelectConfig", str(exc)) from exc
         available = self.polled("AvailableConfigs")[0]
         if check_available and available and config.name not in list(available):
-            raise self._refusal(
+            raise self.refusal(
                 "SelectConfig", f"{config.name} is not among the {len(available)} config sets the server offers (RefreshConfigs?)"
             )
         self._selected = config.name
@@ -289,8 +289,6 @@ class EccServer(DcsDevice):
             return state, status
         return TANGO_STATE[cobo], f"{where}: {cobo.name}{config}"
 
-    def _refusal(self, operation: str, why: str) -> tango.DevFailed:
-        return device_error("DCS_Refused", f"{self.get_name()}: {operation} refused: {why}", operation)
 
 
 def _hint(state: CoboState, needed: CoboState) -> str:

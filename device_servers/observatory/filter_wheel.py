@@ -7,7 +7,7 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command
 
-from device_servers.common.device import Poll, device_error
+from device_servers.common.device import Poll
 from device_servers.common.serve import serve
 from device_servers.observatory.alpaca_device import AlpacaDevice
 
@@ -31,7 +31,7 @@ class FilterWheel(AlpacaDevice):
     def Position(self, slot: int) -> None:
         names = self.value("Names")
         if names is not None and len(names) and not 0 <= slot < len(names):
-            raise device_error("DCS_Refused", f"{self.get_name()}: slot {slot} refused: the wheel has slots 0 to {len(names) - 1}", "Position")
+            raise self.refusal(f"move to slot {slot}", f"the wheel has slots 0 to {len(names) - 1}")
         self.alpaca_action(f"move to slot {slot}", "position", Position=slot)
 
     @attribute(dtype=(str,), max_dim_x=32, doc="Filter names, by slot")
@@ -50,7 +50,7 @@ class FilterWheel(AlpacaDevice):
     def SetFilter(self, name: str) -> None:
         names = list(self.value("Names") or [])
         if name not in names:
-            raise device_error("DCS_Refused", f"{self.get_name()}: no filter {name!r} (filters: {', '.join(names)})", "SetFilter")
+            raise self.refusal("SetFilter", f"no filter {name!r} (filters: {', '.join(names)})")
         self.alpaca_action(f"SetFilter {name}", "position", Position=names.index(name))
 
     def refine_condition(self, state: DevState, status: str) -> tuple[DevState, str]:
