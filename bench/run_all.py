@@ -4,11 +4,12 @@ Each benchmark runs as its own process (``python bench/bench_X.py``), so one
 that fails does not take the others with it, and every one gets a fresh
 Tango client. Their own tables are printed as they go; the summary follows.
 
-    python bench/run_all.py [--only hv_latency events up daq] [--quick] [--with-daq]
+    python bench/run_all.py [--only hv_latency events up daq safety] [--quick] [--with-daq] [--with-safety]
 
 The DAQ benchmark (``daq``, about 4 minutes: 64 simulator processes and a
 128-transition serial baseline) runs only when asked: ``--with-daq``, or by
-name in ``--only``.
+name in ``--only``. So does the safety benchmark (``safety``, about 5
+minutes: 2 x 20 rain events on the observatory site): ``--with-safety``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ BENCHMARKS = {
     "events": ("bench_events.py", [], ["--seconds", "4", "--bare-events", "20000"]),
     "up": ("bench_up.py", [], []),
     "daq": ("bench_daq.py", [], ["--cobos", "8", "--small", "0"]),  # slow: only with --with-daq or --only daq
+    "safety": ("bench_safety.py", [], ["--runs", "5"]),  # slow: only with --with-safety or --only safety
 }
-OPTIONAL = {"daq"}
+OPTIONAL = {"daq", "safety"}
 TIME_LIMIT_S = 600
 
 
@@ -116,6 +118,24 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
                 f"{s['ratio_dcs_over_ideal']:.2f} (DCS / ideal){speedup}", f"DCS / ideal ≤ {goal}",
                 "yes" if s["within_goal"] else "no",
             ])  # fmt: skip
+    safety = results.get("safety", {})
+    for c in safety.get("configs", []):
+        s = c["summary"]
+        if not s["runs_ok"] or s["command_s"]["median"] is None:
+            rows.append(["safety", c["label"], "no complete run", "-", "-", "-", "-"])
+            continue
+        over = s["closed_confirmed_minus_mechanism_s"]
+        rows.append([
+            "safety", f"rain -> CloseShutter, {c['label']}",
+            f"{s['command_s']['median']:.3f} s (worst {s['command_s']['worst']:.3f})", "pyobs ~10-15 s",
+            f"{s['runs_ok']}/{s['runs']} runs", "≤ 1 s", "yes" if s["goal_command_met"]["worst"] else "no",
+        ])  # fmt: skip
+        rows.append([
+            "safety", f"rain -> shutter confirmed closed, {c['label']}",
+            f"stroke + {over['median']:.3f} s (worst + {over['worst']:.3f})",
+            f"stroke {safety['parameters']['shutter_time_s']:g} s", "-", "≤ stroke + 1 s",
+            "yes" if s["goal_closed_met"]["worst"] else "no",
+        ])  # fmt: skip
     for name, data in results.items():
         if "error" in data:
             rows.append([name, "FAILED", data["error"], "-", "-", "-", "-"])
@@ -124,17 +144,22 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Run bench_hv_latency, bench_events and bench_up (and bench_daq with --with-daq); print a summary; "
-        "write bench/results/<timestamp>.json.",
+        description="Run bench_hv_latency, bench_events and bench_up (and bench_daq with --with-daq, bench_safety with "
+        "--with-safety); print a summary; write bench/results/<timestamp>.json.",
     )
     parser.add_argument(
         "--only", nargs="+", choices=list(BENCHMARKS), default=[n for n in BENCHMARKS if n not in OPTIONAL],
-        help="run only these (default: all but daq)",
+        help="run only these (default: all but daq and safety)",
     )  # fmt: skip
     parser.add_argument(
         "--with-daq",
         action="store_true",
         help="also run bench_daq (about 4 minutes; with --quick 8 CoBos, about 1 minute)",
+    )
+    parser.add_argument(
+        "--with-safety",
+        action="store_true",
+        help="also run bench_safety (about 5 minutes; with --quick 5 rain events per configuration, about 2 minutes)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer samples and shorter windows (a smoke run, noisier figures)"
@@ -146,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.with_daq and "daq" not in args.only:
         args.only.append("daq")
+    if args.with_safety and "safety" not in args.only:
+        args.only.append("safety")
 
     stamp = common.now_stamp()
     results: dict[str, Any] = {}

@@ -79,6 +79,7 @@ class ObservatoryConductor(DcsDevice):
         self._night_checked = 0.0
         self._why = "starting"
         self._closing = False  # a make-safe sequence runs
+        self._made_safe = False  # the current unsafe episode has had its make-safe
         self._opening = False
         self._inputs: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -236,6 +237,8 @@ class ObservatoryConductor(DcsDevice):
         else:
             why = ""
         self._safe, self._why = not why, why or "safe"
+        if not why:
+            self._made_safe = False  # the next unsafe episode makes safe again, whatever the shutter reads
         if self._bypass and weather_safe:  # the seed: the bypass only ever covers an unsafe PLC
             self._bypass = False
             self._log("StopBypass", "ok", "weather safe again: bypass ended by itself")
@@ -273,19 +276,21 @@ class ObservatoryConductor(DcsDevice):
 
     # ------------------------------------------------------------------ making safe
     def _make_safe(self, why: str) -> None:
+        """Once per unsafe episode (and again if the shutter is found open during it)."""
         shutter = self._inputs.get(f"{self.Dome}/ShutterStatus")
-        if self._closing or (shutter is not None and int(shutter) == ShutterStatus.Closed):
+        closed = shutter is not None and int(shutter) == ShutterStatus.Closed
+        if self._closing or (self._made_safe and closed):
             return
-        self._closing = True
+        self._closing = self._made_safe = True
+        self._worker.submit(self._close_everything, why)  # first the action, then the paperwork
         self._log("make safe started", "ok", why)
-        self._worker.submit(self._close_everything, why)
 
     def _close_everything(self, why: str) -> None:
         """Abort exposures, close the dome and park the mount at the same time; confirm the closure."""
         try:
-            actions = [(camera, "AbortExposure") for camera in self.Cameras] + [(self.Dome, "CloseShutter"), (self.Mount, "Park")]
-            for future in [self._actions.submit(self._send, *action) for action in actions]:
-                future.result()  # all sent at once; each failure is logged by _send
+            actions = [(self.Dome, "CloseShutter"), (self.Mount, "Park")] + [(c, "AbortExposure") for c in self.Cameras]
+            for action in actions:  # all at once; each failure is logged by _send; a slow one holds up nothing
+                self._actions.submit(self._send, *action)
             for attempt in range(self.CloseRetries + 1):
                 if self._wait_closed(self.ShutterCloseTimeout):
                     self.publish("SafetyAlarm", "")

@@ -175,3 +175,17 @@ def test_conductor_started_before_the_plc(facility_dir: Facility, rules: Path) -
     finally:
         plc.kill()
         alpaca.kill()
+
+
+def test_unsafe_with_the_dome_already_closed_still_parks(site: Site) -> None:
+    site.conductor.command_inout("GoRemote")
+    wait_for(lambda: site.mode() == Mode.REMOTE, what="REMOTE")
+    site.proxy("obs/dome/1").command_inout("CloseShutter")
+    wait_for(lambda: site.shutter() == 1, timeout=10, what="closed by hand")
+    mount = site.proxy("obs/mount/1")
+    if mount.read_attribute("AtPark").value:
+        mount.command_inout("Unpark")
+        wait_for(lambda: not mount.read_attribute("AtPark").value, timeout=10, what="unparked")
+    site.plc.command("EMERGENCY_STOP", value=True)
+    wait_for(lambda: mount.read_attribute("AtPark").value, timeout=15, what="parked on the emergency stop")
+    assert "emergency stop" in site.conductor.read_attribute("Reason").value
