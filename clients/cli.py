@@ -384,8 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
     from clients.daq_cli import add_daq_commands
+    from clients.obs_cli import add_obs_commands
 
     add_daq_commands(sub)
+    add_obs_commands(sub)
     return parser
 
 

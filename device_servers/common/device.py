@@ -299,6 +299,7 @@ class DcsDevice(Device):
         if not due:
             return
         self.begin_poll_cycle()
+        cycle: list[tuple[Poll, Reading]] = []
         for poll in due:
             # Keep to the period rather than drifting by each cycle's own duration; when behind (or
             # asked to read early) start the schedule afresh instead of catching up in a burst.
@@ -312,12 +313,16 @@ class DcsDevice(Device):
                     self._hardware_lost(self.link, str(exc), 0.0)
                 return
             except (ReplyError, CommandRefused) as exc:
-                self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, str(exc)))
+                cycle.append((poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, str(exc))))
             except Exception as exc:  # a bug in one reader must not stop the poller (and the heartbeat)
                 log.exception("%s: reading %s failed", self.get_name(), poll.name)
-                self._publish(poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, f"internal error: {exc!r}"))
+                cycle.append((poll, Reading(poll.empty, time.time(), AttrQuality.ATTR_INVALID, f"internal error: {exc!r}")))
             else:
-                self._publish(poll, Reading(value, time.time()))
+                cycle.append((poll, Reading(value, time.time())))
+        # Published together after the whole cycle was read, so that a client never sees, say, a slew
+        # finished (Slewing false) beside the position read before it ended.
+        for poll, reading in cycle:
+            self._publish(poll, reading)
         self.update_condition()
 
     def _publish(self, poll: Poll, reading: Reading) -> None:

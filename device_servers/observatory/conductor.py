@@ -265,6 +265,9 @@ class ObservatoryConductor(DcsDevice):
             target = Mode.SCHEDULER_STANDBY
         if target != mode:
             self._change_mode(target, self._why if not self._safe else f"{'night' if self._night else 'day'}, safe")
+            if target == Mode.STANDBY and not self._closing:  # the seed: LOCK closes, then holds STANDBY
+                self._closing = True
+                self._worker.submit(self._close_everything, "locked by an operator")
         if target == Mode.SCHEDULER_READY and not self._closing:
             self._open_if_closed()
 

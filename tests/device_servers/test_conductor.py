@@ -138,6 +138,7 @@ def test_mode_rules_refuse_clearly(site: Site) -> None:
     assert conductor.command_inout("ManualAllowed") is True
     conductor.command_inout("Lock")
     wait_for(lambda: site.mode() == Mode.STANDBY, what="STANDBY when locked")
+    wait_for(lambda: site.shutter() == 1, timeout=10, what="closed by the lock")
     with pytest.raises(tango.DevFailed, match="LOCKED"):
         conductor.command_inout("GoScheduler")
     conductor.command_inout("Unlock")
