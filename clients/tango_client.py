@@ -80,18 +80,26 @@ def read(full: str) -> Reading:
     dev = proxy(device)
     try:
         value = dev.read_attribute(name)
-        unit = dev.get_attribute_config(name).unit
+        info = dev.get_attribute_config(name)
     except tango.DevFailed as exc:
         raise ClientError(f"{device}: cannot read {name}: {error_text(exc)}") from exc
-    return _reading(device, name, value, "" if unit == "No unit" else unit)
+    return _reading(device, name, value, "" if info.unit == "No unit" else info.unit, _labels(info))
 
 
-def _reading(device: str, name: str, value: tango.DeviceAttribute, unit: str) -> Reading:
+def _labels(info: tango.AttributeInfoEx) -> list[str]:
+    """An enum attribute's labels (its values are shown by name, as Tango tools do)."""
+    return list(info.enum_labels) if info.data_type == tango.CmdArgType.DevEnum else []
+
+
+def _reading(device: str, name: str, value: tango.DeviceAttribute, unit: str, labels: list[str] | None = None) -> Reading:
     invalid = value.quality == tango.AttrQuality.ATTR_INVALID
+    shown = None if invalid else value.value
+    if labels and shown is not None and 0 <= int(shown) < len(labels):
+        shown = labels[int(shown)]
     return Reading(
         device=device,
         attribute=value.name or name,
-        value=None if invalid else value.value,
+        value=shown,
         quality=_quality(value.quality),
         time=value.time.totime(),
         unit=unit,
@@ -186,6 +194,7 @@ def watch(
 
     # Events name attributes in lower case; show them as the user typed them.
     typed = {full.lower().strip("/"): split_attribute(full) for full in fulls}
+    labels: dict[tuple[str, str], list[str]] = {}
 
     def callback(event: tango.EventData) -> None:
         nonlocal seen
@@ -194,7 +203,7 @@ def watch(
         if event.err:
             on_reading(Reading(device, name, None, "ERROR", time.time(), error=event.errors[0].desc))
         else:
-            reading = _reading(device, name, event.attr_value, "")
+            reading = _reading(device, name, event.attr_value, "", labels.get((device, name)))
             reading.attribute = name
             on_reading(reading)
         seen += 1
@@ -204,6 +213,7 @@ def watch(
             device, name = split_attribute(full)
             dev = proxy(device)
             try:
+                labels[(device, name)] = _labels(dev.get_attribute_config(name))
                 subscriptions.append(
                     (dev, dev.subscribe_event(name, tango.EventType.CHANGE_EVENT, callback))
                 )
