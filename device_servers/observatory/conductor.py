@@ -365,13 +365,7 @@ class ObservatoryConductor(DcsDevice):
             return
         if time.monotonic() - self._night_checked < 60 and self._night_checked:
             return
-        from astropy import units as u
-        from astropy.coordinates import AltAz, EarthLocation, get_sun
-        from astropy.time import Time
-
-        now = Time.now()
-        site = EarthLocation(lat=self.SiteLatitude * u.deg, lon=self.SiteLongitude * u.deg, height=self.SiteHeight * u.m)
-        altitude = get_sun(now).transform_to(AltAz(obstime=now, location=site)).alt.deg
+        altitude = sun_altitude(self.SiteLatitude, self.SiteLongitude, self.SiteHeight)
         self._night = altitude < self.NightSunAltitude
         self._night_checked = time.monotonic()
 
@@ -399,6 +393,17 @@ class ObservatoryConductor(DcsDevice):
         if self._closing:
             return DevState.MOVING, f"making safe: {text}"
         return (DevState.ON if self._safe else DevState.CLOSE), text
+
+
+def sun_altitude(latitude: float, longitude: float, height: float, when: str | None = None) -> float:
+    """The Sun's altitude (deg) at the site, now or at ``when`` (ISO, UTC), with astropy."""
+    from astropy import units as u
+    from astropy.coordinates import AltAz, EarthLocation, get_sun
+    from astropy.time import Time
+
+    moment = Time(when, scale="utc") if when else Time.now()
+    site = EarthLocation(lat=latitude * u.deg, lon=longitude * u.deg, height=height * u.m)
+    return float(get_sun(moment).transform_to(AltAz(obstime=moment, location=site)).alt.deg)
 
 
 def main(args: list[str] | None = None) -> None:

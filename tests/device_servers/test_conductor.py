@@ -190,3 +190,13 @@ def test_unsafe_with_the_dome_already_closed_still_parks(site: Site) -> None:
     site.plc.command("EMERGENCY_STOP", value=True)
     wait_for(lambda: mount.read_attribute("AtPark").value, timeout=15, what="parked on the emergency stop")
     assert "emergency stop" in site.conductor.read_attribute("Reason").value
+
+
+def test_night_and_day_from_the_suns_altitude() -> None:
+    from device_servers.observatory.conductor import sun_altitude
+
+    spm = (31.0442, -115.4637, 2800.0)  # San Pedro Martir, UTC-8
+    assert sun_altitude(*spm, when="2026-06-21T20:00:00") > 60  # local noon in June: Sun high
+    assert sun_altitude(*spm, when="2026-06-21T08:00:00") < -30  # local midnight: well below -12
+    assert -20 < sun_altitude(*spm, when="2026-12-21T14:00:00") < 15  # around sunrise (06:00 local) in December
+
