@@ -44,6 +44,11 @@ from rich.text import Text
 
 from clients.cli import _print_json, _state, _use_tango_host, console, errors
 from clients.tango_client import ClientError
+from clients.tango_client import enum_label as _label
+from clients.tango_client import one_line as _desc
+from clients.tango_client import plain as _plain
+from clients.tango_client import read_values as _read
+from clients.tango_client import state_and_status as _state_and_status
 
 if TYPE_CHECKING:
     import tango
@@ -70,9 +75,7 @@ class ObsError(ClientError):
 
 
 # ============================================================================ Tango helpers
-def _desc(exc: tango.DevFailed) -> str:
-    """A DevFailed's description on one line."""
-    return " ".join(line.strip() for line in exc.args[0].desc.strip().splitlines() if line.strip())
+
 
 
 def _short(name: str) -> str:
@@ -91,55 +94,18 @@ def _proxy(name: str, timeout: float = 3.0) -> tango.DeviceProxy:
     return proxy
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
-def _read(proxy: tango.DeviceProxy, names: list[str]) -> tuple[dict[str, Any], str]:
-    """Values by attribute (None when unreadable or INVALID), and why the device does not answer ("" when it does)."""
-    import tango
-
-    try:
-        values = proxy.read_attributes(names)
-    except tango.DevFailed as exc:
-        return dict.fromkeys(names), _desc(exc)
-    out = {}
-    for name, value in zip(names, values, strict=True):
-        invalid = value.has_failed or value.quality == tango.AttrQuality.ATTR_INVALID
-        out[name] = None if invalid else _plain(value.value)
-    return out, ""
 
 
-def _state_and_status(proxy: tango.DeviceProxy) -> tuple[str, str]:
-    import tango
-
-    try:
-        return str(proxy.state()), proxy.status()
-    except tango.DevFailed as exc:
-        return "DOWN", _desc(exc)
 
 
-_LABELS: dict[tuple[str, str], list[str]] = {}
 
 
-def _label(proxy: tango.DeviceProxy | None, attribute: str, value: Any) -> str | None:
-    """An enum attribute's value as its label, from the attribute's own configuration."""
-    import tango
 
-    if value is None:
-        return None
-    key = (proxy.dev_name(), attribute)
-    if key not in _LABELS:
-        try:
-            _LABELS[key] = list(proxy.get_attribute_config(attribute).enum_labels)
-        except tango.DevFailed:
-            return str(int(value))
-    labels, number = _LABELS[key], int(value)
-    return labels[number] if 0 <= number < len(labels) else str(number)
+
+
+
 
 
 def _command(proxy: tango.DeviceProxy, name: str, argument: Any = None) -> Any:

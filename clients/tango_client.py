@@ -231,3 +231,58 @@ def watch(
             except tango.DevFailed:
                 pass
     return seen
+
+
+# ---------------------------------------------------------------- helpers for status views (dcs daq, dcs obs)
+def one_line(exc: tango.DevFailed) -> str:
+    """A DevFailed's description on one line."""
+    return " ".join(line.strip() for line in exc.args[0].desc.strip().splitlines() if line.strip())
+
+
+def plain(value: Any) -> Any:
+    """numpy arrays and tuples as lists, for tables and JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def read_values(dev: tango.DeviceProxy, names: list[str]) -> tuple[dict[str, Any], str]:
+    """Values by attribute (None when unreadable or INVALID), and why the device does not answer ("" when it does)."""
+    try:
+        values = dev.read_attributes(names)
+    except tango.DevFailed as exc:
+        return dict.fromkeys(names), one_line(exc)
+    out = {}
+    for name, value in zip(names, values, strict=True):
+        invalid = value.has_failed or value.quality == tango.AttrQuality.ATTR_INVALID
+        out[name] = None if invalid else plain(value.value)
+    return out, ""
+
+
+def state_and_status(dev: tango.DeviceProxy) -> tuple[str, str]:
+    try:
+        return str(dev.state()), dev.status()
+    except tango.DevFailed as exc:
+        return "DOWN", one_line(exc)
+
+
+_ENUM_LABELS: dict[tuple[str, str], list[str]] = {}
+
+
+def enum_label(dev: tango.DeviceProxy | None, attribute: str, value: Any) -> str | None:
+    """An enum attribute's value as its label, from the attribute's own configuration (cached)."""
+    if value is None:
+        return None
+    if dev is None:
+        return str(int(value))
+    key = (dev.dev_name(), attribute)
+    if key not in _ENUM_LABELS:
+        try:
+            _ENUM_LABELS[key] = list(dev.get_attribute_config(attribute).enum_labels)
+        except tango.DevFailed:
+            return str(int(value))
+    labels, number = _ENUM_LABELS[key], int(value)
+    return labels[number] if 0 <= number < len(labels) else str(number)
+
