@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-packages.sh
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The interpreter itself, not a version manager's shim: pyenv's shim re-hashes after pip and fails
+# the install when another install holds its lock.
+PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 set +e
-python3 -m pytest -n 2 "$@"
+"$PYTHON" -m pytest -n 2 "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
