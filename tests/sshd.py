@@ -219,6 +219,7 @@ class SshServer:
     # -- internals ------------------------------------------------------------
 
     def _write_config(self) -> None:
+        (self.directory / "home").mkdir(exist_ok=True)
         self.config_path.write_text(sshd_config(self.host, self.port, self.directory, self.log_level))
 
     def _wait_for_banner(self) -> bool:

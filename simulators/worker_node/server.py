@@ -53,6 +53,9 @@ def sshd_config(host: str, port: int, directory: Path, log_level: str = "INFO") 
         f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
         f"PidFile {directory / 'sshd.pid'}\n"
         f"LogLevel {log_level}\n"
+        # Sessions get a home of their own: this machine's user runs a shell whose startup files (a
+        # version manager's init, say) could be slow or wait on locks; a worker node's login is plain.
+        f"SetEnv HOME={directory / 'home'}\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"
@@ -84,6 +87,7 @@ def prepare(directory: Path, host: str, port: int, log_level: str = "INFO") -> P
     client_public = _public_line(directory / "client_ed25519_key", f"dcs-daq@{user}")
     (directory / "authorized_keys").write_text(client_public + "\n")
     (directory / "known_hosts").write_text(f"[{host}]:{port} {host_public}\n")
+    (directory / "home").mkdir(exist_ok=True)
     config = directory / "sshd_config"
     config.write_text(sshd_config(host, port, directory, log_level))
     return config
