@@ -102,6 +102,7 @@ from simulators.alpaca.filterwheel import DEFAULT_FILTER_TIME, NIR_FILTERS, VIS_
 from simulators.alpaca.site import DEFAULT_HEIGHT, DEFAULT_LATITUDE, DEFAULT_LONGITUDE, Site
 from simulators.alpaca.starfield import Sensor
 from simulators.alpaca.telescope import DEFAULT_SLEW_RATE, Telescope
+from simulators.arguments import port as _port
 
 log = logging.getLogger("simulators.alpaca")
 
@@ -411,12 +412,6 @@ def _non_negative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
-    return value
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -65,6 +65,9 @@ from typing import BinaryIO
 
 import setproctitle
 
+from simulators.arguments import port as _port
+from simulators.arguments import positive_float as _positive_float
+
 log = logging.getLogger("simulators.datarouter")
 
 PROCESS_NAME = "dataRouter"
@@ -401,12 +404,6 @@ def _comm() -> str | None:
         return None
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
 
 def _rate(text: str) -> int:
     value = int(text)
@@ -414,12 +411,6 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

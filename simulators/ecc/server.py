@@ -72,6 +72,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from simulators.arguments import port as _port
 from simulators.ecc.configs import ConfigDir
 from simulators.ecc.ecc import OPERATIONS, Reply, SimulatedEcc
 from simulators.ecc.soap import SoapFault, SoapRequest, fault_envelope, parse_request, response_envelope, wsdl_document
@@ -213,12 +214,6 @@ def _fields(operation: str, reply: Reply) -> list[tuple[str, object]]:
 
 # -- command line ---------------------------------------------------------------
 
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
-    return value
 
 
 def _sources(text: str) -> list[str]:

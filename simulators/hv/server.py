@@ -30,6 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from simulators.arguments import port as _port
+from simulators.arguments import positive_float as _positive_float
+
 log = logging.getLogger("simulators.hv")
 
 VMAX = 80.0  # V, highest accepted setpoint
@@ -450,18 +453,6 @@ class HVServer:
             log.info("client disconnected: %s", peer)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
-    return value
 
 
 def _channel_count(text: str) -> int:

@@ -17,6 +17,8 @@ import random
 import signal
 import sys
 
+from simulators.arguments import port as _port
+from simulators.arguments import positive_float as _positive_float
 from simulators.plc.plc import Plc
 from simulators.plc.scenario import ScenarioError, shipped_names
 
@@ -96,18 +98,6 @@ class PlcServer:
             log.info("client disconnected: %s", peer)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
